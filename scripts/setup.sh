@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs everything f2f needs on a fresh Debian machine into .venv/ at the repo root.
+# Idempotent: a rerun with an unchanged pyproject.toml and setup script only checks and returns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- system packages -------------------------------------------------------------------------
+# espeak-ng (speech + phoneme timings through libespeak-ng), ffmpeg/ffprobe (codecs), sox (music).
+apt_packages=(espeak-ng libespeak-ng1 ffmpeg sox)
+missing=()
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+ldconfig -p 2>/dev/null | grep -q 'libespeak-ng.so.1 ' || missing+=(libespeak-ng1)
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
+command -v sox >/dev/null || missing+=(sox)
+if ((${#missing[@]})); then
+    log "installing system packages: ${apt_packages[*]}"
+    sudo_cmd=()
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null || { log "need root or sudo to apt-get install ${missing[*]}"; exit 1; }
+        sudo_cmd=(sudo -n)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo_cmd[@]}" apt-get update -qq
+    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+# --- python environment ----------------------------------------------------------------------
+python_bin=${F2F_PYTHON:-}
+if [ -z "$python_bin" ]; then
+    for candidate in python3.11 python3.12 python3; do
+        if command -v "$candidate" >/dev/null; then python_bin=$candidate; break; fi
+    done
+fi
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv with $($python_bin --version)"
+    "$python_bin" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+
+stamp=.venv/.f2f-setup-stamp
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    log "python environment up to date"
+    exit 0
+fi
+
+log "installing python packages into .venv (a first run takes a few minutes)"
+"${pip[@]}" install --upgrade "pip>=24" "setuptools>=68,<81" wheel
+# Pins that mediapipe and the Triton client need, first, so nothing later pulls numpy 2.
+"${pip[@]}" install "numpy==1.26.4" "protobuf==4.25.9"
+# mediapipe 0.10.21 is the last release whose legacy `mp.solutions` ships its models; installed
+# without its jax dependency (unused here, and it would drag numpy 2 in).
+"${pip[@]}" install --no-deps "mediapipe==0.10.21"
+"${pip[@]}" install -e ".[pipeline,dev]"
+.venv/bin/python -c "import numpy, cv2, mediapipe; assert numpy.__version__ == '1.26.4', numpy.__version__"
+echo "$want" >"$stamp"
+log "done: .venv/bin/f2f is ready"
