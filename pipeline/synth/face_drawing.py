@@ -75,6 +75,12 @@ class DrawnFace:
     visible: bool  # False when the face is turned away or outside the image
 
 
+def _soften(image: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian-like blur; stackBlur's cost does not grow with the radius."""
+    size = 2 * int(round(2.0 * sigma)) + 1
+    return cv2.stackBlur(image, (size, size)) if size > 1 else image
+
+
 def rotation_matrix(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
     """R = Ryaw @ Rpitch @ Rroll (column vectors), the convention of `f2f.motion`.  # (3, 3)"""
     a, b, g = np.radians([yaw_deg, pitch_deg, roll_deg])
@@ -258,16 +264,14 @@ class FacePainter:
         patch = frame[by0:by1, bx0:bx1].copy()
         mask = np.zeros(patch.shape[:2], np.uint8)
         offset = np.array([bx0, by0]) << shift
-        materials = self._quad_material
-        for k in order:
-            r, cidx = rows[k], cols[k]
-            poly = corners_fixed[r, cidx] - offset
-            colour = np.clip(colours[materials[r, cidx]] * shade[r, cidx], 0, 255)
-            cv2.fillConvexPoly(patch, poly, colour.tolist(), cv2.LINE_AA, shift)
+        quad_colours = np.clip(colours[self._quad_material] * shade[..., None], 0, 255).tolist()  # (R, C, 3)
+        rows_l, cols_l = rows[order].tolist(), cols[order].tolist()
+        polys = corners_fixed[rows[order], cols[order]] - offset  # (Q, 4, 2)
+        for poly, r, cidx in zip(polys, rows_l, cols_l):
+            cv2.fillConvexPoly(patch, poly, quad_colours[r][cidx], cv2.LINE_AA, shift)
             cv2.fillConvexPoly(mask, poly, 255, cv2.LINE_8, shift)
-        sigma = max(scale / 90.0, 0.6)
-        blurred = cv2.GaussianBlur(patch, (0, 0), sigma)
-        soft_mask = cv2.GaussianBlur(mask, (0, 0), sigma * 0.6).astype(np.float32)[..., None] / 255.0
+        blurred = _soften(patch, max(scale / 90.0, 0.6))
+        soft_mask = _soften(mask, max(scale / 150.0, 0.5)).astype(np.float32)[..., None] / 255.0
         region = frame[by0:by1, bx0:bx1]
         region[:] = (blurred * soft_mask + region * (1.0 - soft_mask)).astype(np.uint8)
 

@@ -1,0 +1,1 @@
+"""Latency, throughput and quality benchmarks; each writes JSON and a plot."""

@@ -1,0 +1,1 @@
+"""The inference contract and its backends (embedded onnxruntime, Triton). Never imports torch."""

@@ -1,0 +1,1 @@
+"""torch -> ONNX (parity-checked) -> TensorRT plans, and the Triton model repository."""

@@ -1,0 +1,1 @@
+"""The torch networks (guest encoder, motion generator, renderer), shared by training and export."""

@@ -1,0 +1,1 @@
+"""The WebRTC gateway (FastAPI signalling + aiortc sessions). Never imports torch. See docs/architecture.md."""
