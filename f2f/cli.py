@@ -37,6 +37,13 @@ def _positive(kind):
     return parse
 
 
+def _minutes(text: str) -> float:
+    value = float(text)
+    if not value >= 0.5:  # an intro, a few turns and an outro need half a minute
+        raise argparse.ArgumentTypeError(f"minutes must be at least 0.5, got {text!r}")
+    return value
+
+
 def _add_synth(commands) -> None:
     parser = commands.add_parser(
         "synth", help="generate synthetic two-person talk-show episodes with ground truth",
@@ -44,7 +51,7 @@ def _add_synth(commands) -> None:
                     "Deterministic per seed; rerunning skips episodes already complete.")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--episodes", type=_positive(int), default=1)
-    parser.add_argument("--minutes", type=_positive(float), default=1.0, help="length of each episode")
+    parser.add_argument("--minutes", type=_minutes, default=1.0, help="length of each episode (at least 0.5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=_fps, default="25", help="25 or 29.97")
     parser.add_argument("--size", type=_size, default="1280x720", help="WIDTHxHEIGHT, e.g. 1280x720 or 640x360")

@@ -140,7 +140,7 @@ def busy_at(mask: np.ndarray, times: np.ndarray, start: float, end: float) -> bo
 class BehaviourModel:
     """Builds every person's stage-space motion for one episode, and the host's reaction events."""
 
-    LOOK_YAW_DEG = 26.0  # how far a seated person turns to face a neighbour
+    LOOK_YAW_DEG = 18.0  # how far a seated person turns to face a neighbour
 
     def __init__(self, seats: list[Seat], script: AudioScript, times: np.ndarray, rng: np.random.Generator):
         self.seats = {seat.person_id: seat for seat in seats}

@@ -18,6 +18,7 @@ from .stage import BAND_X, EYE_HEIGHT_M, FACE_HEIGHT_M, Window
 from .behaviour import Seat
 
 CLOSEUP_AZIMUTH_DEG = 18.0  # close-up cameras stand off-axis, towards the person being talked to
+REVERSE_GAZE_DEG = 18.0  # how far a listener turns towards the speaker (BehaviourModel.LOOK_YAW_DEG)
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,9 @@ class ShotPlanner:
         elif kind == "reverse":
             subject = self._listener(speaker)
             window = self._closeup(subject)
-            azimuth = -0.5 * self._closeup_azimuth(subject)
+            # Over the speaker's shoulder: the listener looks at the speaker, so nearly at this camera.
             side = 1 if self.seats[subject].x < self.seats[speaker].x else -1
+            azimuth = 0.8 * REVERSE_GAZE_DEG * side
         elif kind == "two_shot":
             guest = speaker if speaker != self.host_id else self.guest_ids[int(rng.integers(len(self.guest_ids)))]
             window = self._covering([self.host_id, guest])

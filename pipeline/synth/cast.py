@@ -54,13 +54,20 @@ def _pick(rng: np.random.Generator, options: list):
     return options[int(rng.integers(len(options)))]
 
 
+def _contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    return float(np.abs(np.subtract(a, b)).sum())
+
+
 def sample_identity(rng: np.random.Generator) -> FaceIdentity:
     hair_style = _pick(rng, ["short", "short", "long", "long", "bald", "curly"])
+    skin = _pick(rng, SKIN_TONES_BGR)
+    # Hair must stand out from the skin, or the head reads as one blob to a face detector.
+    hair_options = [h for h in HAIR_BGR if _contrast(h, skin) >= 160] or [HAIR_BGR[0]]
     return FaceIdentity(
         face_width=float(rng.uniform(0.9, 1.1)),
         jaw_width=float(rng.uniform(0.85, 1.15)),
-        skin_bgr=_pick(rng, SKIN_TONES_BGR),
-        hair_bgr=_pick(rng, HAIR_BGR),
+        skin_bgr=skin,
+        hair_bgr=_pick(rng, hair_options),
         hair_style=hair_style,
         hairline=float(rng.uniform(-0.44, -0.34)),
         eye_spacing=float(rng.uniform(0.92, 1.08)),
@@ -102,7 +109,7 @@ def sample_guests(rng: np.random.Generator, count: int, avoid: list[FaceIdentity
 def build_cast(rng: np.random.Generator, guest_count: int, audience_count: int) -> list[Person]:
     host = Person(HOST_ID, "host", HOST_IDENTITY, HOST_VOICE)
     guest_faces = sample_guests(rng, guest_count, [HOST_IDENTITY])
-    voices = [v for v in sample_voices(rng, guest_count + 1) if v.name != HOST_VOICE.name][:guest_count]
+    voices = sample_voices(rng, guest_count, avoid=[HOST_VOICE])
     guests = [Person(f"guest_{i + 1}", "guest", face, voice)
               for i, (face, voice) in enumerate(zip(guest_faces, voices))]
     audience = [Person(f"audience_{i + 1}", "audience", sample_identity(rng), None) for i in range(audience_count)]

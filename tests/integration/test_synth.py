@@ -12,6 +12,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from f2f.features.face_detection import FaceDetector
 from f2f.features.face_geometry import FaceGeometryFeaturizer
 from f2f.motion import EXPRESSION_FIELDS, FIELD_INDEX
 
@@ -94,14 +95,11 @@ def test_host_responds_in_motion_to_cues(episode_720):
 
 
 def test_detector_finds_visible_faces_in_closeups_and_two_shots(episode_720, report):
-    import mediapipe as mp
-
     video, truth, _ = episode_720
     kinds = {s["index"]: s["kind"] for s in truth["shots"]}
     capture = cv2.VideoCapture(str(video))
-    found = total = 0
     per_kind: dict[str, list[int]] = {}
-    with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as detector:
+    with FaceDetector() as detector:
         index = 0
         while True:
             ok, frame = capture.read()
@@ -110,21 +108,16 @@ def test_detector_finds_visible_faces_in_closeups_and_two_shots(episode_720, rep
             shot_kind = kinds[truth["frames"]["shot"][index]]
             faces = [f for f in truth["frames"]["faces"][index] if f["visible"] and f["box"][3] >= 64]
             if index % 3 == 0 and shot_kind in ("closeup", "reverse", "two_shot", "wide") and faces:
-                result = detector.process(np.ascontiguousarray(frame[..., ::-1]))
-                boxes = []
-                for d in result.detections or []:
-                    b = d.location_data.relative_bounding_box
-                    boxes.append((b.xmin * frame.shape[1], b.ymin * frame.shape[0], b.width * frame.shape[1],
-                                  b.height * frame.shape[0]))
+                centres = [box.centre for box in detector(frame)]
                 for face in faces:
                     x, y, w, h = face["box"]
-                    hit = any(x <= bx + bw / 2 <= x + w and y <= by + bh / 2 <= y + h for bx, by, bw, bh in boxes)
-                    found += hit
-                    total += 1
-                    per_kind.setdefault(shot_kind, [0, 0])
-                    per_kind[shot_kind][0] += hit
-                    per_kind[shot_kind][1] += 1
+                    hit = any(x <= cx <= x + w and y <= cy <= y + h for cx, cy in centres)
+                    counts = per_kind.setdefault(shot_kind, [0, 0])
+                    counts[0] += hit
+                    counts[1] += 1
             index += 1
+    found = sum(v[0] for v in per_kind.values())
+    total = sum(v[1] for v in per_kind.values())
     recall = found / max(total, 1)
     detail = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(per_kind.items()))
     report(f"mediapipe face detection recall on visible faces >= 64 px: {recall:.3f} ({found}/{total}; {detail})")
@@ -168,23 +161,23 @@ def test_featurizer_matches_ground_truth_on_episode_closeups(episode_720, report
 def test_ground_truth_is_byte_identical_for_a_seed(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
-        synth(out, "--episodes", "1", "--minutes", "0.2", "--seed", "3", "--size", "640x360")
+        synth(out, "--episodes", "1", "--minutes", "0.5", "--seed", "3", "--size", "640x360")
     assert (first / "episode_000.json").read_bytes() == (second / "episode_000.json").read_bytes()
     other = tmp_path / "c"
-    synth(other, "--episodes", "1", "--minutes", "0.2", "--seed", "4", "--size", "640x360")
+    synth(other, "--episodes", "1", "--minutes", "0.5", "--seed", "4", "--size", "640x360")
     assert (other / "episode_000.json").read_bytes() != (first / "episode_000.json").read_bytes()
 
 
 def test_ntsc_frame_rate_and_resume(tmp_path):
-    synth(tmp_path, "--episodes", "1", "--minutes", "0.2", "--seed", "5", "--size", "640x360", "--fps", "29.97")
+    synth(tmp_path, "--episodes", "1", "--minutes", "0.5", "--seed", "5", "--size", "640x360", "--fps", "29.97")
     video = tmp_path / "episode_000.mp4"
     stream = next(s for s in ffprobe(video)["streams"] if s["codec_type"] == "video")
     assert stream["avg_frame_rate"] == "30000/1001"
     truth = json.loads((tmp_path / "episode_000.json").read_text())
-    assert truth["video"]["frame_count"] == int(stream["nb_frames"]) == 359
+    assert truth["video"]["frame_count"] == int(stream["nb_frames"]) == 899
     # A rerun with the same settings keeps the finished episode untouched.
     stamp = video.stat().st_mtime_ns
-    synth(tmp_path, "--episodes", "1", "--minutes", "0.2", "--seed", "5", "--size", "640x360", "--fps", "29.97")
+    synth(tmp_path, "--episodes", "1", "--minutes", "0.5", "--seed", "5", "--size", "640x360", "--fps", "29.97")
     assert video.stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob("*.partial.mp4")) and not list(tmp_path.glob("*.tmp"))
 
@@ -196,3 +189,6 @@ def test_bad_arguments_are_refused_clearly(tmp_path):
     result = subprocess.run([*F2F, "synth", "--out", str(tmp_path), "--size", "641x360"], capture_output=True,
                             text=True, cwd=REPO)
     assert result.returncode == 2 and "size must be even" in result.stderr
+    result = subprocess.run([*F2F, "synth", "--out", str(tmp_path), "--minutes", "0.1"], capture_output=True,
+                            text=True, cwd=REPO)
+    assert result.returncode == 2 and "minutes must be at least 0.5" in result.stderr
