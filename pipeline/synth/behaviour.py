@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from f2f.motion import FIELD_INDEX, MOTION_DIM, clip_expressions, neutral_vector
+from f2f.motion import FIELD_INDEX, clip_expressions, neutral_vector
 
 from .script import AudioScript, SpeechSegment
 from .visemes import viseme_tracks

@@ -175,14 +175,14 @@ class FacePainter:
             return DrawnFace(box, (float(eye_px[0]), float(eye_px[1])), scale, False)
 
         self._draw_hair_back(frame, project, scale)
-        self._draw_ears(frame, project, rot, scale)
+        self._draw_ears(frame, project, scale)
         self._draw_head_mesh(frame, project, rot, m["jawOpen"], scale, light_gain)
         self._draw_nose(frame, project, rot, scale, light_gain)
-        self._draw_eyes(frame, project, rot, m, scale)
-        self._draw_brows(frame, project, rot, m["browInnerUp"], scale)
-        self._draw_mouth(frame, project, rot, m, scale)
+        self._draw_eyes(frame, project, m, scale)
+        self._draw_brows(frame, project, m["browInnerUp"], scale)
+        self._draw_mouth(frame, project, m, scale)
         if self.identity.glasses != "none":
-            self._draw_glasses(frame, project, rot, scale)
+            self._draw_glasses(frame, project, scale)
         return DrawnFace(box, (float(eye_px[0]), float(eye_px[1])), scale, bool(on_screen and facing))
 
     def eye_corners(self) -> np.ndarray:
@@ -327,7 +327,7 @@ class FacePainter:
         px, _ = project(pts)
         cv2.fillPoly(frame, [np.round(px).astype(np.int32)], self.identity.hair_bgr, cv2.LINE_AA)
 
-    def _draw_ears(self, frame, project, rot, scale) -> None:
+    def _draw_ears(self, frame, project, scale) -> None:
         skin = np.array(self.identity.skin_bgr, float) * 0.85
         t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
         for side in (-1.0, 1.0):
@@ -380,7 +380,7 @@ class FacePainter:
                  (skin * 0.8).tolist(), max(int(scale * 0.012), 1), cv2.LINE_AA)
 
     # -- eyes ------------------------------------------------------------------------------
-    def _draw_eyes(self, frame, project, rot, m, scale) -> None:
+    def _draw_eyes(self, frame, project, m, scale) -> None:
         ident = self.identity
         skin = np.array(ident.skin_bgr, float)
         half_w = 0.088 * ident.eye_size
@@ -439,7 +439,7 @@ class FacePainter:
         local[:] = (eyeball * alpha + local * (1 - alpha)).astype(np.uint8)
 
     # -- brows -----------------------------------------------------------------------------
-    def _draw_brows(self, frame, project, rot, inner_up, scale) -> None:
+    def _draw_brows(self, frame, project, inner_up, scale) -> None:
         ident = self.identity
         for side in (-1.0, 1.0):
             u = np.linspace(0.0, 1.0, 9)  # 0 inner .. 1 outer
@@ -455,7 +455,7 @@ class FacePainter:
             cv2.fillPoly(frame, [np.round(poly * 16).astype(np.int32)], ident.brow_bgr, cv2.LINE_AA, 4)
 
     # -- mouth -----------------------------------------------------------------------------
-    def _draw_mouth(self, frame, project, rot, m, scale) -> None:
+    def _draw_mouth(self, frame, project, m, scale) -> None:
         ident = self.identity
         jaw = float(np.clip(m["jawOpen"], 0, 1))
         pucker = float(np.clip(m["mouthPucker"], 0, 1))
@@ -490,7 +490,7 @@ class FacePainter:
         cv2.polylines(frame, [to_poly(ui)], False, (lip * 0.55).tolist(), max(int(scale * 0.006), 1), cv2.LINE_AA, 4)
 
     # -- glasses ---------------------------------------------------------------------------
-    def _draw_glasses(self, frame, project, rot, scale) -> None:
+    def _draw_glasses(self, frame, project, scale) -> None:
         ident = self.identity
         t = np.linspace(0, 2 * np.pi, 28)
         thickness = max(int(scale * 0.012), 1)

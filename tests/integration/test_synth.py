@@ -26,6 +26,19 @@ def synth(out: Path, *args: str) -> subprocess.CompletedProcess:
                           check=True, cwd=REPO, timeout=900)
 
 
+def video_frames(path: Path):
+    """Decoded BGR frames of a video, with their index."""
+    capture = cv2.VideoCapture(str(path))
+    index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        yield index, frame
+        index += 1
+    capture.release()
+
+
 def ffprobe(path: Path) -> dict:
     result = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
                             capture_output=True, text=True, check=True)
@@ -97,14 +110,9 @@ def test_host_responds_in_motion_to_cues(episode_720):
 def test_detector_finds_visible_faces_in_closeups_and_two_shots(episode_720, report):
     video, truth, _ = episode_720
     kinds = {s["index"]: s["kind"] for s in truth["shots"]}
-    capture = cv2.VideoCapture(str(video))
     per_kind: dict[str, list[int]] = {}
     with FaceDetector() as detector:
-        index = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
+        for index, frame in video_frames(video):
             shot_kind = kinds[truth["frames"]["shot"][index]]
             faces = [f for f in truth["frames"]["faces"][index] if f["visible"] and f["box"][3] >= 64]
             if index % 3 == 0 and shot_kind in ("closeup", "reverse", "two_shot", "wide") and faces:
@@ -115,7 +123,6 @@ def test_detector_finds_visible_faces_in_closeups_and_two_shots(episode_720, rep
                     counts = per_kind.setdefault(shot_kind, [0, 0])
                     counts[0] += hit
                     counts[1] += 1
-            index += 1
     found = sum(v[0] for v in per_kind.values())
     total = sum(v[1] for v in per_kind.values())
     recall = found / max(total, 1)
@@ -127,15 +134,10 @@ def test_detector_finds_visible_faces_in_closeups_and_two_shots(episode_720, rep
 
 def test_featurizer_matches_ground_truth_on_episode_closeups(episode_720, report):
     video, truth, _ = episode_720
-    capture = cv2.VideoCapture(str(video))
     errors: dict[str, list[float]] = {}
     measured = 0
     with FaceGeometryFeaturizer() as featurizer:
-        index = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
+        for index, frame in video_frames(video):
             faces = [f for f in truth["frames"]["faces"][index] if f["visible"] and f["box"][3] >= 120]
             if index % 5 == 0 and len(faces) == 1:
                 face = faces[0]
@@ -148,7 +150,6 @@ def test_featurizer_matches_ground_truth_on_episode_closeups(episode_720, report
                     for name in EXPRESSION_FIELDS:
                         value = truth["motion"][face["person"]][name][index]
                         errors.setdefault(name, []).append(abs(float(got[FIELD_INDEX[name]]) - value))
-            index += 1
     assert measured >= 20
     report(f"face geometry featurizer vs episode ground truth ({measured} close-up frames), MAE per field:")
     for name, values in errors.items():
