@@ -30,7 +30,7 @@ from .stage import FACE_HEIGHT_M, StudioSet, audience_seats, seats_for, world_to
 
 SCHEMA_VERSION = 1
 AUDIENCE_SIZE = 18
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,22 @@ class FrameRenderer:
             self.studio.draw_foreground(frame, window)
             if shot.kind == "reverse":
                 self._foreground_shoulder(frame, shot.foreground_side)
+                self._mark_occluded(faces, shot.foreground_side)
         return frame, faces
+
+    def _mark_occluded(self, faces: list[dict], side: int) -> None:
+        """Faces behind the out-of-focus shoulder: how much of the box it covers; hidden past 30%."""
+        _, alpha, x0, x1 = self._shoulders[side]
+        height = alpha.shape[0]
+        for face in faces:
+            x, y, w, h = face["box"]
+            fx0, fx1 = int(max(x, x0)), int(min(x + w, x1))
+            fy0, fy1 = int(max(y, 0)), int(min(y + h, height))
+            covered = 0.0
+            if fx1 > fx0 and fy1 > fy0:
+                covered = float(alpha[fy0:fy1, fx0 - x0:fx1 - x0].sum()) / max(w * h, 1e-6)
+            face["occluded_fraction"] = _r(min(covered, 1.0), 3)
+            face["visible"] = bool(face["visible"] and covered < 0.3)
 
     def _draw(self, frame, person_id, stage_motion, head_world, face_px, azimuth, to_image, small) -> list[dict]:
         width, height = self.size
@@ -295,6 +310,7 @@ class FrameRenderer:
             "box": [_r(x, 1), _r(y, 1), _r(w, 1), _r(h, 1)],
             "face_height_px": _r(face_px, 1),
             "inside_fraction": _r(inside, 3),
+            "occluded_fraction": 0.0,
             "visible": bool(drawn.visible and inside >= 0.5),
             "pose": pose,
         }]
