@@ -172,7 +172,7 @@ class EpisodeGenerator:
             writer.abort()
             raise
         writer.close()
-        truth = ground_truth(plan, self.config, faces_per_frame, files.video.name)
+        truth = ground_truth(plan, self.config, renderer.shot_of_frame.tolist(), faces_per_frame, files.video.name)
         tmp = files.ground_truth.with_suffix(".json.tmp")
         with open(tmp, "w") as f:
             json.dump(truth, f, separators=(",", ":"), sort_keys=False)
@@ -342,13 +342,10 @@ def _shoulder_layer(size: tuple[int, int], side: int) -> tuple[np.ndarray, np.nd
     return colour[:, x0:x1], alpha[:, x0:x1, None], x0, x1
 
 
-def ground_truth(plan: EpisodePlan, config: SynthConfig, faces_per_frame: list[list[dict]], video_name: str) -> dict:
+def ground_truth(plan: EpisodePlan, config: SynthConfig, shot_of_frame: list[int], faces_per_frame: list[list[dict]],
+                 video_name: str) -> dict:
     times = plan.times
     script = plan.script
-    shot_of_frame = [0] * len(times)
-    for shot in plan.shots:
-        for i in range(shot.start_frame, shot.end_frame):
-            shot_of_frame[i] = shot.index
     stage_ids = [p.person_id for p in plan.cast if p.role != "audience"]
     speaking = [[pid for pid in stage_ids if plan.behaviour.speaking[pid][i]] for i in range(len(times))]
     motion = {
