@@ -243,7 +243,6 @@ class FrameRenderer:
     def render(self, i: int) -> tuple[np.ndarray, list[dict]]:
         shot = self.plan.shots[self.shot_of_frame[i]]
         window = shot.window_at(i)
-        width, height = self.size
         to_image = world_to_image(window, self.size)
         px_per_m = to_image[0, 0]
         frame = self.studio.background(window, self.size, audience=shot.kind == "audience")

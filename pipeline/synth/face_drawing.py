@@ -236,8 +236,9 @@ class FacePainter:
             bulge = 1.06 if self.identity.hair_style != "curly" else 1.12
             verts[hair_rows, :, 0] *= bulge
             verts[hair_rows, :, 2] = centre[hair_rows, None] + (verts[hair_rows, :, 2] - centre[hair_rows, None]) * bulge
-        px, depth = project(verts)  # (R+1, C+1, 2), (R+1, C+1)
-        cam = (verts - PIVOT) @ rot.T
+        px, _ = project(verts)  # (R+1, C+1, 2)
+        cam = (verts - PIVOT) @ rot.T  # (R+1, C+1, 3) the same points in camera space
+        depth = cam[..., 2]
         # Quad corners in drawing order.
         a, b = cam[:-1, :-1], cam[:-1, 1:]
         c, d = cam[1:, 1:], cam[1:, :-1]
