@@ -1,1 +1,1 @@
-"""torch -> ONNX (parity-checked) -> TensorRT plans, and the Triton model repository."""
+"""Checkpoints -> ONNX (parity-checked against torch) -> TensorRT plans -> a Triton model repository."""

@@ -78,7 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="f2f", description="f2f: a real-time reactive talking-head avatar service")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(commands)
+    _add_torch_side(commands)
     return parser
+
+
+def _add_torch_side(commands) -> None:
+    """Commands that need torch (export, init-avatar) exist only where torch is installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    from export.cli import add_export_parser, add_init_avatar_parser
+
+    add_export_parser(commands)
+    add_init_avatar_parser(commands)
 
 
 def main(argv: list[str] | None = None) -> int:

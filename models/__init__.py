@@ -1,1 +1,2 @@
-"""The torch networks (guest encoder, motion generator, renderer), shared by training and export."""
+"""The torch networks of the avatar (guest encoder, motion generator, renderer), shared by training
+and export. The serving path never imports this package."""

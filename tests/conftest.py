@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_repository(tmp_path_factory) -> Path:
+    """A tiny random avatar (the real architectures, small) exported to a Triton model repository:
+    guest_encoder, motion_generator, renderer (ONNX) and the avatar_step ensemble. CPU instances."""
+    from export.exporter import ExportOptions, export_avatar
+    from export.model_repository import BatchingConfig
+    from models.avatar import random_avatar, tiny_config
+
+    out = tmp_path_factory.mktemp("tiny_model_repository")
+    options = ExportOptions(batching=BatchingConfig(instance_kind="KIND_CPU"), quiet=True)
+    report = export_avatar(random_avatar(tiny_config(), seed=0), out, options, source="tiny_config seed 0")
+    assert report["passed"], report
+    return out

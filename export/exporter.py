@@ -1,0 +1,80 @@
+"""`f2f export CHECKPOINT --out MODEL_REPO`: every network to ONNX, parity-checked, optionally to
+TensorRT, and the Triton configs; `OUT/export_report.json` records each step's figures.
+
+The report is written even when a check fails (then the command exits non-zero), so a failed
+export says exactly which network and batch size disagreed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engines.repository import MODEL_FILES, ONNX_PLATFORM, TENSORRT_PLATFORM
+from export.model_repository import BatchingConfig, network_config, version_dir, write_config, write_ensemble
+from export.onnx_export import PARITY_TOLERANCE, ExportError, check_parity, export_onnx
+from export.tensorrt_plans import build_plan
+from f2f.avatar_spec import NETWORKS
+from models.avatar import Avatar, load_avatar
+
+REPORT_FILE = "export_report.json"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    tensorrt: bool = False
+    fp16: bool = False
+    version: int = 1
+    batching: BatchingConfig = BatchingConfig()
+    quiet: bool = False
+
+
+def export_avatar(avatar: Avatar, out: Path, options: ExportOptions = ExportOptions(), source: str = "") -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = avatar.spec
+    platform = TENSORRT_PLATFORM if options.tensorrt else ONNX_PLATFORM
+    report: dict = {
+        "avatar": avatar.config.name, "source": source, "spec": json.loads(spec.to_json()),
+        "platform": platform, "fp16": options.fp16, "version": options.version,
+        "tolerance": PARITY_TOLERANCE, "parity": [], "networks": {}, "passed": False,
+    }
+    started = time.perf_counter()
+    try:
+        for network in tqdm(NETWORKS, desc="export", unit="net", disable=options.quiet):
+            module = avatar.network(network)
+            onnx_dir = version_dir(out, network, options.version)
+            onnx_path = export_onnx(module, spec, network, onnx_dir / MODEL_FILES[ONNX_PLATFORM])
+            parity = check_parity(module, spec, network, onnx_path)
+            report["parity"] += [{"network": p.network, "batch": p.batch, "max_abs_diff": p.max_abs_diff} for p in parity]
+            entry = {"onnx": str(onnx_path.relative_to(out)), "onnx_bytes": onnx_path.stat().st_size,
+                     "parameters": sum(p.numel() for p in module.parameters())}
+            report["networks"][network] = entry
+            failed = [p for p in parity if not p.passed]
+            if failed:
+                worst = max(failed, key=lambda p: p.max_abs_diff)
+                raise ExportError(f"{network}: ONNX differs from torch by {worst.max_abs_diff:.3g} at batch "
+                                  f"{worst.batch} (tolerance {PARITY_TOLERANCE:g})")
+            if options.tensorrt:
+                plan = build_plan(onnx_path, onnx_dir / MODEL_FILES[TENSORRT_PLATFORM], spec, network,
+                                  options.batching.max_batch_size, options.fp16)
+                entry["plan"] = str(plan.relative_to(out))
+            write_config(out / network, network_config(spec, network, platform, options.batching, options.version))
+        write_ensemble(out, spec, options.batching, options.version)
+        report["passed"] = True
+    finally:
+        report["seconds"] = round(time.perf_counter() - started, 2)
+        path = out / REPORT_FILE
+        tmp = path.with_name(REPORT_FILE + ".partial")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, path)
+    return report
+
+
+def export_checkpoint(checkpoint: Path, out: Path, options: ExportOptions = ExportOptions()) -> dict:
+    return export_avatar(load_avatar(checkpoint), out, options, source=str(checkpoint))

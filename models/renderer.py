@@ -1,0 +1,73 @@
+"""Renderer: host motion parameters -> host frame (person-specific, trained on the host's footage).
+
+A decoder from the 15 motion parameters to an RGB frame: an MLP lifts the parameters to an 8x8
+feature map, then nearest-neighbour upsampling + 3x3 convolutions double it up to the frame size
+(256 on CPU, 512 on GPU). Coordinates are appended at each stage so position-dependent detail
+(where the eyes and mouth are for a given pose) is easy to express.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from f2f.avatar_spec import AvatarSpec
+
+BASE_SIZE = 8
+
+
+@dataclass(frozen=True)
+class RendererConfig:
+    hidden: int = 256
+    # Channels of the 8x8 map and of each doubling stage, largest first; the last entry is reused
+    # for any further stage so one config serves 256 and 512 outputs.
+    channels: tuple[int, ...] = (128, 96, 64, 32, 16, 8)
+
+
+def _coordinates(size: int, device: torch.device) -> torch.Tensor:
+    """(1, 2, size, size) x and y in -1..1."""
+    axis = torch.linspace(-1.0, 1.0, size, device=device)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([xs, ys])[None]
+
+
+class Renderer(nn.Module):
+    def __init__(self, spec: AvatarSpec, config: RendererConfig = RendererConfig()):
+        super().__init__()
+        stages = int(round(math.log2(spec.frame_size / BASE_SIZE)))
+        if BASE_SIZE * 2**stages != spec.frame_size:
+            raise ValueError(f"frame_size must be {BASE_SIZE} times a power of two, got {spec.frame_size}")
+        self.spec = spec
+        self.config = config
+        widths = [config.channels[min(i, len(config.channels) - 1)] for i in range(stages + 1)]
+        self.lift = nn.Sequential(
+            nn.Linear(spec.motion_dim, config.hidden),
+            nn.GELU(),
+            nn.Linear(config.hidden, widths[0] * BASE_SIZE * BASE_SIZE),
+        )
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(widths[i] + 2, widths[i + 1], 3, padding=1), nn.GELU(),
+                          nn.Conv2d(widths[i + 1], widths[i + 1], 3, padding=1), nn.GELU())
+            for i in range(stages)
+        )
+        self.to_rgb = nn.Conv2d(widths[-1], 3, 3, padding=1)
+        self.base_width = widths[0]
+        self.register_buffer("motion_mean", torch.zeros(spec.motion_dim))
+        self.register_buffer("motion_std", torch.ones(spec.motion_dim))
+
+    def forward(self, motion: torch.Tensor) -> torch.Tensor:
+        # motion (B, K, 15) -> frames (B, K, 3, F, F) in 0..1
+        batch, frames_per_step, dim = motion.shape
+        flat = ((motion - self.motion_mean) / self.motion_std).reshape(batch * frames_per_step, dim)
+        x = self.lift(flat).reshape(batch * frames_per_step, self.base_width, BASE_SIZE, BASE_SIZE)
+        for stage in self.stages:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            coords = _coordinates(x.shape[-1], x.device).expand(x.shape[0], -1, -1, -1)
+            x = stage(torch.cat([x, coords], dim=1))
+        rgb = torch.sigmoid(self.to_rgb(x))  # (B*K, 3, F, F)
+        size = self.spec.frame_size
+        return rgb.reshape(batch, frames_per_step, 3, size, size)
