@@ -184,7 +184,8 @@ class MotionGenerator(nn.Module):
         steps = self.config.sampling_steps
         for i in range(steps):
             t = noise.new_full((2 * batch,), i / steps)
-            v_audio, v_video = self.velocity(torch.cat([x, x]), t, doubled, video_on).chunk(2)
+            v_both = self.velocity(torch.cat([x, x]), t, doubled, video_on)  # (2B, K, 15)
+            v_audio, v_video = v_both[:batch], v_both[batch:]
             v = v_audio + lambda_video[:, :, None] * (v_video - v_audio)
             x = x + v / steps
         return self.denormalise(x)
