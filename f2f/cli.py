@@ -88,10 +88,12 @@ def _add_torch_side(commands) -> None:
         import torch  # noqa: F401
     except ImportError:
         return
+    from benchmarks.cli import add_bench_parser
     from export.cli import add_export_parser, add_init_avatar_parser
 
     add_export_parser(commands)
     add_init_avatar_parser(commands)
+    add_bench_parser(commands)
 
 
 def main(argv: list[str] | None = None) -> int:
