@@ -20,7 +20,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from engines.repository import CONFIG_FILE, MODEL_FILES, ONNX_PLATFORM, TENSORRT_PLATFORM
+from engines.repository import CONFIG_FILE, MODEL_FILES
 from f2f.avatar_spec import AVATAR_STEP, GUEST_ENCODER, MOTION_GENERATOR, RENDERER, SPEC_METADATA_KEY, AvatarSpec
 
 

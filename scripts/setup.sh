@@ -7,15 +7,18 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------------------
-# espeak-ng (speech + phoneme timings through libespeak-ng), ffmpeg/ffprobe (codecs), sox (music).
-apt_packages=(espeak-ng libespeak-ng1 ffmpeg sox)
+# espeak-ng (speech + phoneme timings through libespeak-ng), ffmpeg/ffprobe (codecs), sox (music),
+# chromium (the e2e tests drive Debian's browser through Playwright; Playwright's own browser
+# download is never used).
+apt_packages=(espeak-ng libespeak-ng1 ffmpeg sox chromium)
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 ldconfig -p 2>/dev/null | grep -q 'libespeak-ng.so.1 ' || missing+=(libespeak-ng1)
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v sox >/dev/null || missing+=(sox)
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
-    log "installing system packages: ${apt_packages[*]}"
+    log "installing system packages: ${missing[*]}"
     sudo_cmd=()
     if [ "$(id -u)" != 0 ]; then
         command -v sudo >/dev/null || { log "need root or sudo to apt-get install ${missing[*]}"; exit 1; }
@@ -47,13 +50,29 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 log "installing python packages into .venv (a first run takes a few minutes)"
+started=$SECONDS
 "${pip[@]}" install --upgrade "pip>=24" "setuptools>=68,<81" wheel
-# Pins that mediapipe and the Triton client need, first, so nothing later pulls numpy 2.
+# Pins that mediapipe, pytriton and the Triton client need, first, so nothing later pulls numpy 2.
 "${pip[@]}" install "numpy==1.26.4" "protobuf==4.25.9"
+# torch before anything that depends on it, explicitly and alone, so no resolver ever picks a CUDA
+# build (gigabytes of nvidia-* wheels that cannot run here). The CPU wheel comes from the local
+# wheel folder when the machine has one, else from PyPI, whose 2.13.0 wheel is the CPU build here.
+torch_src=()
+[ -d /opt/wheels ] && torch_src=(--find-links /opt/wheels)
+"${pip[@]}" install "${torch_src[@]}" "torch==2.13.0"
+.venv/bin/python -c "import torch; assert torch.version.cuda is None, 'a CUDA torch was installed: ' + torch.__version__"
 # mediapipe 0.10.21 is the last release whose legacy `mp.solutions` ships its models; installed
 # without its jax dependency (unused here, and it would drag numpy 2 in).
 "${pip[@]}" install --no-deps "mediapipe==0.10.21"
-"${pip[@]}" install -e ".[pipeline,dev]"
-.venv/bin/python -c "import numpy, cv2, mediapipe; assert numpy.__version__ == '1.26.4', numpy.__version__"
+# The whole stack in one environment: serving path, training/export, pipeline, tests.
+"${pip[@]}" install "${torch_src[@]}" -e ".[serve,train,pipeline,dev]"
+# Everything imports together, with the pins intact, and nothing replaced torch by a CUDA build.
+.venv/bin/python - <<'PY'
+import numpy, google.protobuf, cv2, mediapipe, torch, onnx, onnxruntime, tritonclient.grpc.aio, pytriton, aiortc, av
+assert numpy.__version__ == "1.26.4", numpy.__version__
+assert google.protobuf.__version__ == "4.25.9", google.protobuf.__version__
+assert torch.version.cuda is None, torch.__version__
+mediapipe.solutions.face_mesh.FaceMesh(static_image_mode=True).close()
+PY
 echo "$want" >"$stamp"
-log "done: .venv/bin/f2f is ready"
+log "done in $((SECONDS - started)) s: .venv/bin/f2f is ready"
