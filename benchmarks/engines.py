@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from f2f.timebase import VIDEO_FPS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 4, 16, 64)
 # A benchmark measures slow calls rather than abandoning them: batch 64 at 256x256 takes seconds on 2 cores.
+ROUND_CALLS = 3  # calls per backend per turn
 BENCH_TIMEOUTS = EngineTimeouts(encode_s=120.0, step_s=120.0, health_s=5.0, retries=0)
 
 
@@ -78,34 +80,40 @@ def partner_faces(spec: AvatarSpec, batch: int, rng: np.random.Generator) -> lis
                         np.zeros(spec.motion_dim, np.float32)) for _ in range(batch)]
 
 
-async def _time_calls(call, config: EngineBenchConfig) -> list[float]:
-    for _ in range(config.warmup_calls):
-        await call()
-    latencies: list[float] = []
-    started = time.perf_counter()
-    while len(latencies) < config.min_calls or time.perf_counter() - started < config.seconds_per_point:
+async def _time_calls(call, calls: int) -> list[float]:
+    latencies = []
+    for _ in range(calls):
         t0 = time.perf_counter()
         await call()
         latencies.append(time.perf_counter() - t0)
-        if len(latencies) >= 10 * config.min_calls:
-            break
     return latencies
 
 
-async def bench_backend(engine, config: EngineBenchConfig, progress: tqdm) -> dict:
-    await engine.start()
+async def bench_backends(engines: dict, config: EngineBenchConfig, progress: tqdm) -> dict:
+    """Per batch size and kind, the backends take turns in short rounds, so a load change on this
+    shared machine hits both alike and the ratio between them stays fair."""
     rng = np.random.default_rng(0)
-    rows = {"step": [], "encode": []}
-    try:
-        for batch in config.batches:
-            requests = step_requests(engine.spec, batch, rng)
-            faces = partner_faces(engine.spec, batch, rng)
-            rows["step"].append(summarise(await _time_calls(lambda: engine.step(requests), config), batch))
+    spec = next(iter(engines.values())).spec
+    rows: dict = {name: {"step": [], "encode": []} for name in engines}
+    for batch in config.batches:
+        requests = step_requests(spec, batch, rng)
+        faces = partner_faces(spec, batch, rng)
+        for kind in ("step", "encode"):
+            calls = {name: (lambda e=engine: e.step(requests)) if kind == "step" else
+                     (lambda e=engine: e.encode_partner(faces)) for name, engine in engines.items()}
+            latencies: dict[str, list[float]] = {name: [] for name in engines}
+            for call in calls.values():
+                await _time_calls(call, config.warmup_calls)
+            started = time.perf_counter()
+            while (min(len(v) for v in latencies.values()) < config.min_calls
+                   or time.perf_counter() - started < config.seconds_per_point * len(engines)):
+                for name, call in calls.items():
+                    latencies[name] += await _time_calls(call, ROUND_CALLS)
+                if min(len(v) for v in latencies.values()) >= 10 * config.min_calls:
+                    break
+            for name in engines:
+                rows[name][kind].append(summarise(latencies[name], batch))
             progress.update()
-            rows["encode"].append(summarise(await _time_calls(lambda: engine.encode_partner(faces), config), batch))
-            progress.update()
-    finally:
-        await engine.close()
     return rows
 
 
@@ -130,7 +138,7 @@ def export_for_bench(config: EngineBenchConfig, workdir: Path) -> tuple[Path, st
 
 
 def run_engine_bench(config: EngineBenchConfig) -> dict:
-    from engines.embedded import EmbeddedConfig, EmbeddedEngine
+    from engines.embedded import EmbeddedEngine
 
     result: dict = {
         "benchmark": "engines", "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -142,12 +150,8 @@ def run_engine_bench(config: EngineBenchConfig) -> dict:
         repo, source = export_for_bench(config, workdir)
         spec = EmbeddedEngine(repo).spec
         result["avatar"] = {"source": source, "spec": json.loads(spec.to_json())}
-        steps = 2 * len(config.batches) * (2 if config.triton else 1)
-        with tqdm(total=steps, desc="bench engines", unit="point") as progress:
-            result["embedded"] = asyncio.run(bench_backend(
-                EmbeddedEngine(repo, EmbeddedConfig(timeouts=BENCH_TIMEOUTS)), config, progress))
-            if config.triton:
-                result["triton"] = asyncio.run(_bench_triton(repo, workdir, config, progress))
+        with tqdm(total=2 * len(config.batches), desc="bench engines", unit="point") as progress:
+            result.update(asyncio.run(_bench_all(repo, workdir, config, progress)))
     if "triton" in result:
         result["triton_overhead_ratio"] = {
             f"batch_{b}": _ratio(result["triton"]["step"], result["embedded"]["step"], b) for b in (1, 16)}
@@ -155,19 +159,35 @@ def run_engine_bench(config: EngineBenchConfig) -> dict:
     return result
 
 
-async def _bench_triton(repo: Path, workdir: Path, config: EngineBenchConfig, progress: tqdm) -> dict:
-    from engines.triton import TritonEngine
-    from tests.support.triton_process import TritonServer
+async def _bench_all(repo: Path, workdir: Path, config: EngineBenchConfig, progress: tqdm) -> dict:
+    from engines.embedded import EmbeddedConfig, EmbeddedEngine
 
-    server = TritonServer(model_repository=repo, workdir=workdir / "triton")
-    server.workdir.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(server.start)
+    threads = os.cpu_count() or 1  # both backends get the same onnxruntime threads: a fair ratio
+    engines = {"embedded": EmbeddedEngine(repo, EmbeddedConfig(intra_op_threads=threads, timeouts=BENCH_TIMEOUTS))}
+    server = None
+    extra: dict = {"onnxruntime_threads": threads}
+    if config.triton:
+        from engines.triton import TritonEngine
+
+        if str(REPO_ROOT) not in sys.path:  # the test Triton launcher lives in the checkout's tests/support
+            sys.path.insert(0, str(REPO_ROOT))
+        from tests.support.triton_process import TritonServer
+
+        server = TritonServer(model_repository=repo, workdir=workdir / "triton", ort_threads=threads)
+        server.workdir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(server.start)
+        extra["triton_server_start_s"] = round(server.start_seconds[-1], 2)
+        engines["triton"] = TritonEngine(server.grpc_url, timeouts=BENCH_TIMEOUTS, access_token=server.access_token)
     try:
-        rows = await bench_backend(TritonEngine(server.grpc_url, timeouts=BENCH_TIMEOUTS, access_token=server.access_token), config, progress)
-        rows["server_start_s"] = round(server.start_seconds[-1], 2)
-        return rows
+        for engine in engines.values():
+            await engine.start()
+        rows = await bench_backends(engines, config, progress)
     finally:
-        await asyncio.to_thread(server.stop)
+        for engine in engines.values():
+            await engine.close()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+    return {**rows, **extra}
 
 
 def run_gpu_bench(config: EngineBenchConfig, frame_size: int = 512) -> dict:

@@ -35,6 +35,7 @@ class TritonServer:
     http_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     access_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    ort_threads: int = 1  # onnxruntime intra-op threads per served model
     process: subprocess.Popen | None = None
     start_seconds: list[float] = field(default_factory=list)  # one entry per (re)start
     killed_at: float | None = None  # time.monotonic() of the last SIGKILL
@@ -71,7 +72,7 @@ class TritonServer:
                    "--model-repository", str(self.model_repository),
                    "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
                    "--metrics-port", str(self.metrics_port), "--access-token", self.access_token,
-                   "--workspace", str(tmp / "pytriton")]
+                   "--workspace", str(tmp / "pytriton"), "--ort-threads", str(self.ort_threads)]
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
