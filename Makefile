@@ -7,9 +7,10 @@ setup:
 test:
 	scripts/test.sh
 
-# The gateway with the embedded (onnxruntime) backend; extra flags: make serve ARGS="--port 9000".
-serve: setup
-	.venv/bin/f2f serve $(ARGS)
+# The gateway on http://127.0.0.1:8080: embedded (onnxruntime) backend, the shipped default avatar.
+# Extra flags: make serve ARGS="--port 9000".
+serve:
+	scripts/serve.sh $(ARGS)
 
 # The production GPU image (Triton + gateway); needs a Docker engine. See Dockerfile, docker-compose.yml.
 docker:

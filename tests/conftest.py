@@ -45,3 +45,18 @@ def tiny_model_repository(tmp_path_factory) -> Path:
     report = export_avatar(random_avatar(tiny_config(), seed=0), out, options, source="tiny_config seed 0")
     assert report["passed"], report
     return out
+
+
+@pytest.fixture(scope="session")
+def default_model_repository(tmp_path_factory) -> Path:
+    """The shipped default avatar (avatars/default) exported to a model repository, as `make serve` does."""
+    from export.exporter import ExportOptions, export_checkpoint
+    from export.model_repository import BatchingConfig
+
+    checkpoint = Path(__file__).resolve().parents[1] / "avatars" / "default"
+    if not (checkpoint / "config.json").is_file():
+        pytest.fail(f"the shipped default avatar is missing: {checkpoint}/config.json")
+    out = tmp_path_factory.mktemp("default_model_repository")
+    options = ExportOptions(batching=BatchingConfig(instance_kind="KIND_CPU"), quiet=True)
+    assert export_checkpoint(checkpoint, out, options)["passed"]
+    return out
