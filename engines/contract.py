@@ -8,7 +8,8 @@ concurrent sessions share one batched call.
 
 Errors are typed: `RetryableEngineError` (a timeout, a busy or restarting server: the caller may
 try the next tick) and `FatalEngineError` (wrong shapes, a missing model: retrying cannot help).
-`EngineUnavailable` is the retryable error a backend raises while it is known to be down.
+`EngineUnavailable` is the retryable error a backend raises while it is known to be down;
+`BackendDownEndSession` is what the `end_session` policy turns it into.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class FatalEngineError(EngineError):
 
 class EngineUnavailable(RetryableEngineError):
     """The backend is down or unreachable right now."""
+
+
+class BackendDownEndSession(FatalEngineError):
+    """The remote backend is down and the configured policy (`end_session`) ends the sessions that
+    need it: fatal for those sessions, while new sessions work again once the backend is back."""
 
 
 @dataclass(frozen=True)

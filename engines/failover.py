@@ -3,8 +3,8 @@
 `FailoverEngine` puts a primary backend (Triton) in front of an optional fallback (embedded). A
 health loop probes the primary every `health_interval_s`; a failed call marks it down at once.
 Policy `failover`: while the primary is down, calls go to the fallback and sessions carry on.
-Policy `end_session`: calls raise `EngineUnavailable`, and the gateway ends the affected sessions
-with that reason. Either way, new calls return to the primary as soon as it is healthy again.
+Policy `end_session`: calls raise `BackendDownEndSession` (fatal for the session), and the gateway
+ends the affected sessions with that reason. Either way, new calls return to the primary as soon as it is healthy again.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 
 from engines.contract import (
     AvatarEngine,
+    BackendDownEndSession,
     EngineHealth,
-    EngineUnavailable,
     FatalEngineError,
     HealthState,
     PartnerFace,
@@ -129,8 +129,8 @@ class FailoverEngine:
             return self.primary
         if self.policy is BackendDownPolicy.FAILOVER:
             return self.fallback
-        raise EngineUnavailable(f"{self.primary.name} backend is down ({self._down_reason}); "
-                                "policy end_session ends this session")
+        raise BackendDownEndSession(f"{self.primary.name} backend is down ({self._down_reason}); "
+                                    "policy end_session ends this session")
 
     async def _route(self, method: str, items):
         target = self._target()
@@ -142,8 +142,8 @@ class FailoverEngine:
             self._mark_down(str(error))
             if self.policy is BackendDownPolicy.FAILOVER:
                 return await getattr(self.fallback, method)(items)
-            raise EngineUnavailable(f"{self.primary.name} backend failed ({error}); "
-                                    "policy end_session ends this session") from error
+            raise BackendDownEndSession(f"{self.primary.name} backend failed ({error}); "
+                                        "policy end_session ends this session") from error
 
     async def encode_partner(self, faces: Sequence[PartnerFace]) -> np.ndarray:
         return await self._route("encode_partner", faces)

@@ -11,6 +11,7 @@ import pytest
 from engines import EngineSettings, open_engine
 from engines.batcher import MicroBatcher
 from engines.contract import (
+    BackendDownEndSession,
     EngineHealth,
     EngineUnavailable,
     FatalEngineError,
@@ -184,7 +185,7 @@ def test_backend_down_policy(policy):
                 np.testing.assert_array_equal(result.motion, request.noise + len("embedded"))
                 assert engine.active_backend == "embedded" and (await engine.health()).ready
             else:
-                with pytest.raises(EngineUnavailable, match="end_session"):
+                with pytest.raises(BackendDownEndSession, match="end_session"):
                     await engine.step([request])
                 assert not (await engine.health()).ready
             # It comes back: within a few health intervals, calls return to it.
