@@ -92,10 +92,12 @@ def _add_torch_side(commands) -> None:
         return
     from benchmarks.cli import add_bench_parser
     from export.cli import add_export_parser, add_init_avatar_parser
+    from pipeline.train.bootstrap import add_train_bootstrap_parser
 
     add_export_parser(commands)
     add_init_avatar_parser(commands)
     add_bench_parser(commands)
+    add_train_bootstrap_parser(commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ def synthetic_stream(rng: np.random.Generator, frames: int, rest: np.ndarray) ->
     t = int(rng.integers(5, 15))
     while t < frames - 10:
         length = int(rng.integers(8, 30))
-        envelope[t:t + length] = rng.uniform(0.3, 0.9)
+        envelope[t : t + length] = rng.uniform(0.3, 0.9)
         t += length + int(rng.integers(5, 25))
     envelope = np.convolve(envelope, np.ones(3) / 3, mode="same")
     carrier = rng.standard_normal(frames * SAMPLES_PER_FRAME).astype(np.float32)
@@ -60,7 +60,7 @@ def test_windows_are_built_exactly_like_serving(spec):
         for n in range(0, data.frames - k - look + 1):
             # A live session pushes 640-sample chunks; step n runs once its look-ahead audio is in.
             while live.mel_frames_ready < MEL_FRAMES_PER_VIDEO_FRAME * (n + k + look) and not live.flushed:
-                live.push(data.audio[pushed:pushed + SAMPLES_PER_FRAME])
+                live.push(data.audio[pushed : pushed + SAMPLES_PER_FRAME])
                 pushed += SAMPLES_PER_FRAME
                 if pushed >= len(data.audio):
                     live.flush()
@@ -69,11 +69,11 @@ def test_windows_are_built_exactly_like_serving(spec):
             np.testing.assert_array_equal(window["audio_mel"][0], serving_window(live, n, spec))
             expected_history = np.stack([data.motion[i] if i >= 0 else rest for i in range(n - hist, n)])
             np.testing.assert_array_equal(window["motion_history"][0], expected_history)
-            np.testing.assert_array_equal(window["target"][0], data.motion[n:n + k])
+            np.testing.assert_array_equal(window["target"][0], data.motion[n : n + k])
     # Past the end of a stream the look-ahead reads silence (a flushed stream is zero-padded).
     last = streams[0].frames - k
     tail = bank.windows(np.array([0]), np.array([last]))["audio_mel"][0]
-    assert np.all(tail[-MEL_FRAMES_PER_VIDEO_FRAME * look:] == np.float32(LOG_MEL_FLOOR)) if look else True
+    assert np.all(tail[-MEL_FRAMES_PER_VIDEO_FRAME * look :] == np.float32(LOG_MEL_FLOOR)) if look else True
     assert len(bank) == sum(s.frames - k + 1 for s in streams)
 
 
@@ -94,8 +94,9 @@ def test_generator_flow_matching_loss_goes_down(tmp_path):
     streams = [synthetic_stream(rng, 200, rest) for _ in range(3)]
     avatar = _tiny_generator(streams, rest)
     config = B.GeneratorTrainConfig(steps=80, batch_size=64, lr=3e-3, warmup_steps=5, checkpoint_every=1000)
-    trainer = B.GeneratorTrainer(avatar.motion_generator, B.WindowBank(streams, avatar.spec, rest), config,
-                                 tmp_path / "g.pt", "test", quiet=True)
+    trainer = B.GeneratorTrainer(
+        avatar.motion_generator, B.WindowBank(streams, avatar.spec, rest), config, tmp_path / "g.pt", "test", quiet=True
+    )
     trainer.run()
     first, last = _mean_losses(trainer.losses)
     assert last < 0.8 * first, (first, last)
@@ -110,25 +111,48 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     config = B.GeneratorTrainConfig(steps=12, batch_size=16, warmup_steps=2, checkpoint_every=6)
 
     straight = _tiny_generator(streams, rest)
-    B.GeneratorTrainer(straight.motion_generator, B.WindowBank(streams, straight.spec, rest), config,
-                       tmp_path / "straight.pt", "fp", quiet=True).run()
+    B.GeneratorTrainer(
+        straight.motion_generator,
+        B.WindowBank(streams, straight.spec, rest),
+        config,
+        tmp_path / "straight.pt",
+        "fp",
+        quiet=True,
+    ).run()
 
     interrupted = _tiny_generator(streams, rest)
-    first = B.GeneratorTrainer(interrupted.motion_generator, B.WindowBank(streams, interrupted.spec, rest),
-                               config, tmp_path / "resumed.pt", "fp", quiet=True)
+    first = B.GeneratorTrainer(
+        interrupted.motion_generator,
+        B.WindowBank(streams, interrupted.spec, rest),
+        config,
+        tmp_path / "resumed.pt",
+        "fp",
+        quiet=True,
+    )
     first.run(until=6)  # interrupted right after its step-6 checkpoint
     resumed_model = _tiny_generator(streams, rest)
-    second = B.GeneratorTrainer(resumed_model.motion_generator, B.WindowBank(streams, resumed_model.spec, rest),
-                                config, tmp_path / "resumed.pt", "fp", quiet=True)
+    second = B.GeneratorTrainer(
+        resumed_model.motion_generator,
+        B.WindowBank(streams, resumed_model.spec, rest),
+        config,
+        tmp_path / "resumed.pt",
+        "fp",
+        quiet=True,
+    )
     assert second.step == 6
     second.run()
     assert second.step == 12
     for key, value in straight.motion_generator.state_dict().items():
         torch.testing.assert_close(resumed_model.motion_generator.state_dict()[key], value, msg=key)
     # Another configuration's checkpoint is not resumed.
-    other = B.GeneratorTrainer(_tiny_generator(streams, rest).motion_generator,
-                               B.WindowBank(streams, straight.spec, rest), config, tmp_path / "resumed.pt",
-                               "another", quiet=True)
+    other = B.GeneratorTrainer(
+        _tiny_generator(streams, rest).motion_generator,
+        B.WindowBank(streams, straight.spec, rest),
+        config,
+        tmp_path / "resumed.pt",
+        "another",
+        quiet=True,
+    )
     assert other.step == 0
 
 
@@ -156,8 +180,14 @@ def test_renderer_loss_goes_down(tmp_path):
     torch.manual_seed(0)
     avatar = Avatar(config)
     B._normalisers(avatar, [synthetic_stream(rng, 20, framing.rest_motion())], frames.motion)
-    trainer = B.RendererTrainer(avatar.renderer, frames, B.RendererTrainConfig(steps=60, batch_size=8, lr=3e-3,
-                                warmup_steps=3, checkpoint_every=1000), tmp_path / "r.pt", "test", quiet=True)
+    trainer = B.RendererTrainer(
+        avatar.renderer,
+        frames,
+        B.RendererTrainConfig(steps=60, batch_size=8, lr=3e-3, warmup_steps=3, checkpoint_every=1000),
+        tmp_path / "r.pt",
+        "test",
+        quiet=True,
+    )
     trainer.run()
     first, last = _mean_losses(trainer.losses, 5)
     assert last < 0.8 * first, (first, last)
@@ -197,6 +227,8 @@ def test_tiny_bootstrap_writes_a_loadable_interim_avatar(tmp_path):
     assert float(avatar.motion_generator.motion_std[FIELD_INDEX["jawOpen"]]) != 1.0
     assert result.report["checkpoint_bytes"] > 0
     # Rerunning resumes from the cache: no training steps left, same weights.
-    again = B.run_bootstrap(B.tiny_bootstrap_config(), tmp_path / "again", tmp_path / "cache", quiet=True, evaluate=False)
+    again = B.run_bootstrap(
+        B.tiny_bootstrap_config(), tmp_path / "again", tmp_path / "cache", quiet=True, evaluate=False
+    )
     for key, value in result.avatar.state_dict().items():
         torch.testing.assert_close(again.avatar.state_dict()[key], value, msg=key)
