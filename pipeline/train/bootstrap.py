@@ -100,6 +100,10 @@ class SpeechDataConfig:
     gap_s: tuple[float, float] = (0.15, 1.8)
     long_gap_probability: float = 0.15  # a listening pause of 2..4 s
     voice_variation_probability: float = 0.33  # utterances with small rate/pitch changes (train only)
+    # Utterances in another random espeak-ng voice (train only): the gateway's host audio is whatever
+    # voice the client sends, so the mouth must not depend on the host voice's formants.
+    other_voice_probability: float = 0.2
+    crossvoice_streams: int = 2  # held-out streams per voice of CROSS_VOICES
     gain_range: tuple[float, float] = (0.15, 1.0)  # stream gain, log-uniform (peak 0.8 at gain 1)
     noise_probability: float = 0.5
     noise_range: tuple[float, float] = (1e-4, 3e-3)  # white-noise std, log-uniform
@@ -180,7 +184,7 @@ def tiny_bootstrap_config() -> BootstrapConfig:
 
     return BootstrapConfig(
         avatar=dataclasses.replace(tiny_config("tiny-bootstrap"), notes={}),
-        speech=SpeechDataConfig(train_streams=2, heldout_streams=1, stream_seconds=6.0),
+        speech=SpeechDataConfig(train_streams=2, heldout_streams=1, stream_seconds=6.0, crossvoice_streams=1),
         renderer_data=RendererDataConfig(frames=32),
         generator_training=GeneratorTrainConfig(
             steps=60, batch_size=32, warmup_steps=5, checkpoint_every=20, ema_decay=0.9
@@ -394,6 +398,29 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
+def _random_voice(rng: np.random.Generator):
+    from pipeline.synth.speech import FEMALE_VARIANTS, LANGUAGES, MALE_VARIANTS, Voice
+
+    variants = MALE_VARIANTS + FEMALE_VARIANTS
+    variant = variants[int(rng.integers(len(variants)))]
+    language = LANGUAGES[int(rng.integers(len(LANGUAGES)))]
+    return Voice(
+        f"{language}+{variant}", int(rng.integers(10, 91)), int(rng.integers(30, 86)), int(rng.integers(140, 211))
+    )
+
+
+def cross_voices():
+    """Held-out voices other than the host's: espeak-ng's plain default (what the e2e test's fake
+    microphone speaks), a female voice, a fast British one."""
+    from pipeline.synth.speech import Voice
+
+    return {
+        "en-us (espeak default)": Voice("en-us", 50, 50, 175),
+        "en-us+f3": Voice("en-us+f3", 60, 50, 170),
+        "en-gb+m1 fast": Voice("en-gb+m1", 40, 60, 200),
+    }
+
+
 class SpeechCorpus:
     """Builds (and caches) host speech streams with their motion targets."""
 
@@ -401,7 +428,8 @@ class SpeechCorpus:
         self.config = config
         self.motion_model = HostMotionModel(framing, drawer.eye_offset)
 
-    def build_stream(self, synth, seed: int, vary_voice: bool) -> SpeechStream:
+    def build_stream(self, synth, seed: int, vary_voice: bool, voice=None) -> SpeechStream:
+        """One stream in HOST_VOICE (varied when `vary_voice`), or all in `voice` when given."""
         from pipeline.synth.cast import HOST_VOICE
         from pipeline.synth.speech import Phoneme
         from pipeline.synth.visemes import viseme_tracks
@@ -415,10 +443,15 @@ class SpeechCorpus:
         said: list[str] = []
         texts = _texts(rng)
         t = rng.uniform(*cfg.lead_silence_s)
+        fixed_voice = voice
         while True:
-            voice = HOST_VOICE
-            if vary_voice and rng.random() < cfg.voice_variation_probability:
-                voice = HOST_VOICE.with_changes(pitch=int(rng.integers(-8, 9)), rate=int(rng.integers(-25, 26)))
+            voice = fixed_voice or HOST_VOICE
+            if vary_voice and fixed_voice is None:
+                draw = rng.random()
+                if draw < cfg.other_voice_probability:
+                    voice = _random_voice(rng)
+                elif draw < cfg.other_voice_probability + cfg.voice_variation_probability:
+                    voice = HOST_VOICE.with_changes(pitch=int(rng.integers(-8, 9)), rate=int(rng.integers(-25, 26)))
             text = next(texts)
             utterance = synth.synthesize(text, voice)
             start = int(round(t * rate))
@@ -455,7 +488,7 @@ class SpeechCorpus:
         return SpeechStream(audio, mel, motion, rms.astype(np.float32), speaking, said)
 
     def load_or_build(
-        self, path: Path, count: int, seed_offset: int, vary_voice: bool, desc: str
+        self, path: Path, count: int, seed_offset: int, vary_voice: bool, desc: str, voice=None
     ) -> list[SpeechStream]:
         if path.is_file():
             return _load_streams(path)
@@ -463,7 +496,7 @@ class SpeechCorpus:
 
         synth = EspeakSynthesizer()
         streams = [
-            self.build_stream(synth, self.config.seed + seed_offset + i, vary_voice)
+            self.build_stream(synth, self.config.seed + seed_offset + i, vary_voice, voice)
             for i in tqdm(range(count), desc=desc, unit="stream")
         ]
         _save_streams(path, streams)
@@ -1152,6 +1185,17 @@ def run_bootstrap(
         vary_voice=False,
         desc="speech (held out)",
     )
+    crossvoice_streams = {
+        name: corpus.load_or_build(
+            cache / f"speech_voice{i}_{speech_key}.npz",
+            config.speech.crossvoice_streams,
+            200_000 + 1000 * i,
+            vary_voice=False,
+            desc=f"speech ({name})",
+            voice=voice,
+        )
+        for i, (name, voice) in enumerate(cross_voices().items())
+    }
     timings["speech_data_s"] = time.perf_counter() - t0
 
     # 2. Renderer frames (cached): half from the speech tracks, half random poses/expressions.
@@ -1240,7 +1284,19 @@ def run_bootstrap(
             "teacher_forced": motion_metrics(forced, heldout_streams),
             "rollout": motion_metrics(list(rolled), heldout_streams),
             "rollout_from_rest": motion_metrics(list(rolled_rest), heldout_streams),
+            "rollout_other_voices": {},
         }
+        for name, streams in crossvoice_streams.items():
+            metrics = motion_metrics(list(rollout(generator, streams, rest, seed)), streams)
+            keep = (
+                "jaw_corr_gt",
+                "jaw_corr_loudness",
+                "jaw_corr_log_loudness",
+                "jaw_mean_speaking",
+                "jaw_mean_silence",
+                "frames",
+            )
+            report["motion_generator"]["rollout_other_voices"][name] = {k: metrics[k] for k in keep}
         erng = np.random.default_rng(seed)
         count = config.evaluation.renderer_frames
         heldout_motion = np.concatenate([s.motion for s in heldout_streams])
@@ -1320,8 +1376,9 @@ def model_card(config: BootstrapConfig, report: dict) -> str:
         "```",
         "",
         f"- Motion generator data: {data['train_streams']} streams of {config.speech.stream_seconds:.0f} s "
-        f"({data['train_frames']} frames) of the host's voice",
-        "  (espeak-ng, `HOST_VOICE`; a third of the utterances with small rate/pitch changes): talk-show sentences",
+        f"({data['train_frames']} frames) of the host's voice (espeak-ng, `HOST_VOICE`;",
+        f"  {100 * config.speech.voice_variation_probability:.0f} % of the utterances with small rate/pitch changes, "
+        f"{100 * config.speech.other_voice_probability:.0f} % in other random espeak-ng voices): talk-show sentences",
         "  separated by silences, random gain and a faint noise floor; 16 kHz log-mel. Targets: the mouth from the",
         "  phonemes (`viseme_tracks`); head motion, brows, gaze and blinks by the synthetic behaviour model's recipe",
         "  (more head motion while talking).",
@@ -1380,7 +1437,18 @@ def model_card(config: BootstrapConfig, report: dict) -> str:
             f"the gateway's starting history 0.2); face-size error {ro['scale_error_first_second']} over the",
             f"first second vs {ro['scale_error_after']} afterwards; head-pose spread (std) relative to the data: "
             f"{spread}; per-frame jawOpen change {ro['jaw_step_mean']} (data {ro['gt_jaw_step_mean']}).",
+            "",
+            "Rollout on held-out speech in voices other than the host's (the gateway gets whatever voice the client",
+            "sends):",
+            "",
+            "| voice (frames) | jawOpen corr. with ground truth | with loudness | with log loudness |",
+            "|---|---|---|---|",
         ]
+        for name, row in report["motion_generator"]["rollout_other_voices"].items():
+            lines.append(
+                f"| {name} ({row['frames']}) | {row['jaw_corr_gt']} | {row['jaw_corr_loudness']} "
+                f"| {row['jaw_corr_log_loudness']} |"
+            )
     if "renderer" in report:
         lines += [
             "",
