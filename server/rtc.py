@@ -37,16 +37,14 @@ def rtc_configuration(ice_servers: tuple[IceServer, ...]) -> RTCConfiguration:
         RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in ice_servers])
 
 
-_LOOPBACK_PATCHED = False
-
-
 def allow_loopback_candidates() -> None:
-    """Make aioice gather 127.0.0.1 as well (process-wide, idempotent)."""
-    global _LOOPBACK_PATCHED
-    if _LOOPBACK_PATCHED:
-        return
+    """Make aioice gather 127.0.0.1 as well (process-wide, idempotent). The patched function is
+    marked `_f2f_loopback`, the same mark the Python client's own copy of this patch uses (the client
+    library imports nothing from the server), so either one applied first makes the other a no-op."""
     import aioice.ice
 
+    if getattr(aioice.ice.get_host_addresses, "_f2f_loopback", False):
+        return
     original = aioice.ice.get_host_addresses
 
     def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -55,8 +53,8 @@ def allow_loopback_candidates() -> None:
             addresses.append("127.0.0.1")
         return addresses
 
+    with_loopback._f2f_loopback = True
     aioice.ice.get_host_addresses = with_loopback
-    _LOOPBACK_PATCHED = True
 
 
 def validate_offer(sdp: str, max_bytes: int) -> SessionDescription:
