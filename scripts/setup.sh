@@ -66,9 +66,13 @@ torch_src=()
 "${pip[@]}" install --no-deps "mediapipe==0.10.21"
 # The whole stack in one environment: serving path, training/export, pipeline, tests.
 "${pip[@]}" install "${torch_src[@]}" -e ".[serve,train,pipeline,dev]"
+# The perception models whose weights ship inside their packages (see pyproject's `pipeline` extra):
+# silero-vad (ONNX, run by onnxruntime) and resemblyzer, without their torchaudio/typing dependencies.
+"${pip[@]}" install --no-deps "silero-vad==6.2.3" "resemblyzer==0.1.4"
 # Everything imports together, with the pins intact, and nothing replaced torch by a CUDA build.
 .venv/bin/python - <<'PY'
 import numpy, google.protobuf, cv2, mediapipe, torch, onnx, onnxruntime, tritonclient.grpc.aio, pytriton, aiortc, av
+import dlib, face_recognition_models, silero_vad, resemblyzer
 assert numpy.__version__ == "1.26.4", numpy.__version__
 assert google.protobuf.__version__ == "4.25.9", google.protobuf.__version__
 assert torch.version.cuda is None, torch.__version__
