@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="f2f", description="f2f: a real-time reactive talking-head avatar service")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(commands)
+    from pipeline.curate.cli import add_curate_parser
+    add_curate_parser(commands)
     from server.cli import add_client_parser, add_serve_parser
     add_serve_parser(commands), add_client_parser(commands)
     _add_torch_side(commands)
