@@ -3,7 +3,7 @@
 A small labelled set (the labelling page, or the synthetic ground truth with
 --labels-from-ground-truth) gives host / not-host diarized segments. The host's L2-normalised
 embeddings fit one Gaussian; a segment is host speech when its Mahalanobis distance is inside the
-1% tail cutoff of the positives' own (leave-one-out) distances. A few dozen labels cannot fit a
+1% tail cutoff of the fitted Gaussian (chi-square, scaled by the positives' leave-one-out distances). A few dozen labels cannot fit a
 256-dimensional covariance, so the Gaussian lives in the top principal components of all the
 episodes' (unlabelled) segment embeddings, with Ledoit-Wolf shrinkage. Segment decisions are then
 pooled per diarized speaker (duration-weighted vote: the question is which speaker is the host),
@@ -83,7 +83,7 @@ def fit_host_speaker_model(embeddings: np.ndarray, is_host: np.ndarray, all_embe
         mean, precision = _gaussian(np.delete(positives, i, axis=0))
         centred = positives[i] - mean
         held_out[i] = centred @ precision @ centred
-    threshold = float(np.quantile(held_out, 1.0 - tail))
+    threshold = tail_threshold(held_out, dimensions=positives.shape[1], tail=tail)
     mean, precision = _gaussian(positives)
     model = HostSpeakerModel(basis, centre, mean, precision, threshold, int(is_host.sum()), int((~is_host).sum()), 0.0)
     # Labelled-set F1: held-out distances for positives, the full model for negatives.
@@ -94,6 +94,16 @@ def fit_host_speaker_model(embeddings: np.ndarray, is_host: np.ndarray, all_embe
     f1 = 2 * tp / max(2 * tp + np.sum(predicted & ~truth) + np.sum(~predicted & truth), 1)
     model.labelled_f1 = float(f1)
     return model
+
+
+def tail_threshold(held_out: np.ndarray, dimensions: int, tail: float) -> float:
+    """The 1% tail of the fitted Gaussian: squared Mahalanobis distances of its samples follow
+    chi-square(C), scaled here by the held-out positives' median (robust: one mislabelled or mixed
+    positive cannot drag the cutoff out the way an empirical maximum of a few dozen would)."""
+    from scipy.stats import chi2
+
+    scale = float(np.median(held_out)) / chi2.median(dimensions)
+    return float(chi2.ppf(1.0 - tail, dimensions) * scale)
 
 
 def speaker_vote(segments: list[SpeakerSegment], segment_is_host: np.ndarray) -> np.ndarray:

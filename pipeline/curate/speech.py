@@ -5,9 +5,12 @@
 - Speech/music filter: sustained pitched notes keep their chroma from one 100 ms step to the next
   while speech moves through phonemes; windows whose chroma stays put are music, not speech.
 - Diarization: resemblyzer speaker embeddings (256-d, L2-normalised, weights in the package) of
-  sliding windows over the speech, agglomerative clustering (cosine, average linkage), then every
-  10 ms speech frame gets its nearest cluster. Where the second-closest speaker is about as close as
-  the first (crosstalk), both are kept active: overlapping speech stays as simultaneous segments.
+  1.2 s sliding windows over the speech, agglomerative clustering (cosine, average linkage) into
+  speakers; then re-segmentation with short 0.6 s windows every 0.1 s against the speaker
+  centroids and a mode filter, so short turns and backchannels get their own speaker (long
+  windows give clean centroids, short ones sharp boundaries). Every 10 ms speech frame takes its
+  nearest short window's speaker. Where the second-closest speaker is about as close as the first
+  (crosstalk), both are kept active: overlapping speech stays as simultaneous segments.
 Times are seconds on the episode timeline.
 """
 
@@ -31,8 +34,11 @@ class SpeechConfig:
     min_speech_s: float = 0.2
     max_pause_s: float = 0.15    # pauses shorter than this stay inside one speech region
     music_stability: float = 0.85 # chroma stability above which a window is music
-    window_s: float = 1.2        # speaker-embedding window
+    window_s: float = 1.2        # speaker-embedding window for clustering
     hop_s: float = 0.2
+    fine_window_s: float = 0.6   # re-segmentation window
+    fine_hop_s: float = 0.1
+    mode_filter: int = 2         # re-segmentation labels: mode over +-2 windows
     cluster_distance: float = 0.4  # cosine distance that separates speakers (average linkage)
     min_speaker_s: float = 3.0   # clusters with less speech are merged into their nearest
     overlap_margin: float = 0.01  # second speaker active when within this similarity of the first
@@ -188,7 +194,10 @@ class SpeakerDiarizer:
         embeddings = self.embedder.windows(audio, centres, config.window_s)  # (n, 256)
         labels = _cluster(embeddings, config)
         centroids = np.stack([_normalise(embeddings[labels == k].mean(0)) for k in range(labels.max() + 1)])
-        return Diarization(speech, music, self._segments(speech_mask, centres, embeddings, centroids))
+        fine = np.arange(config.fine_hop_s / 2, duration, config.fine_hop_s)
+        fine = fine[speech_mask[np.minimum((fine / FRAME_S).astype(int), len(speech_mask) - 1)]]
+        fine_embeddings = self.embedder.windows(audio, fine, config.fine_window_s)  # (m, 256)
+        return Diarization(speech, music, self._segments(speech_mask, fine, fine_embeddings, centroids))
 
     def _segments(self, speech_mask, centres, embeddings, centroids) -> list[SpeakerSegment]:
         config = self.config
@@ -199,12 +208,14 @@ class SpeakerDiarizer:
         window_of_frame = np.where(closer, previous, nearest_window)
         similarity = embeddings @ centroids.T  # (n, speakers)
         order = np.argsort(-similarity, axis=1)
-        best = order[:, 0]
+        best = _mode_filter(order[:, 0], config.mode_filter)
         active = np.zeros((len(speech_mask), len(centroids)), bool)
         active[frames, best[window_of_frame]] = True
         if len(centroids) > 1:
-            second = order[:, 1]
             rows = np.arange(len(similarity))
+            others = similarity.copy()
+            others[rows, best] = -np.inf
+            second = np.argmax(others, axis=1)
             crosstalk = ((similarity[rows, best] - similarity[rows, second] <= config.overlap_margin)
                          & (similarity[rows, second] >= config.overlap_min_similarity))
             overlap_frames = frames[crosstalk[window_of_frame]]
@@ -217,6 +228,16 @@ class SpeakerDiarizer:
                 segments.append(SpeakerSegment(f"spk{k}", round(a * FRAME_S, 2), round(b * FRAME_S, 2),
                                                [round(float(v), 5) for v in _normalise(vector)]))
         return sorted(segments, key=lambda s: (s.start, s.speaker))
+
+
+def _mode_filter(labels: np.ndarray, radius: int) -> np.ndarray:
+    """Each label replaced by the most common label within +-radius positions."""
+    if radius <= 0 or len(labels) == 0:
+        return labels
+    out = labels.copy()
+    for i in range(len(labels)):
+        out[i] = np.bincount(labels[max(0, i - radius):i + radius + 1]).argmax()
+    return out
 
 
 def _normalise(vector: np.ndarray) -> np.ndarray:
