@@ -131,7 +131,7 @@ def encode_clip(path: Path, frames: np.ndarray, audio: np.ndarray, fps: float = 
                "-f", "f32le", "-ar", str(audio_rate), "-ac", "1", "-i", str(audio_path),
                "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-ar", str(audio_rate), "-ac", "1",
-               "-frames:v", str(count), "-f", "mp4", str(path)]
+               "-t", f"{count / fps:.6f}", "-f", "mp4", str(path)]
     try:
         result = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
     finally:

@@ -25,6 +25,7 @@ from pipeline.curate.media import AUDIO_RATE
 from pipeline.curate.tracking import runs
 
 FRAME_S = 0.01  # the diarization timeline's resolution
+PITCHED_CHROMA_PEAK = 0.5  # largest entry of an L2-normalised chroma; flat (noise) chroma is ~0.29
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,9 @@ def speech_regions(probability: np.ndarray, config: SpeechConfig) -> list[list[f
 
 
 def chroma_stability(audio: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per 0.5 s window: mean cosine similarity of chroma 100 ms apart.  # (windows,), window length s"""
+    """Per 0.5 s window: mean cosine similarity of chroma 100 ms apart, counted only where the
+    chroma is peaked (pitched); flat chroma (noise, applause) is stable too but is not music.
+    # (windows,), window length s"""
     import librosa
 
     hop = 400  # 25 ms
@@ -126,6 +129,8 @@ def chroma_stability(audio: np.ndarray) -> tuple[np.ndarray, float]:
     chroma = chroma / (np.linalg.norm(chroma, axis=0, keepdims=True) + 1e-8)
     lag = 4  # 100 ms
     similarity = np.sum(chroma[:, lag:] * chroma[:, :-lag], axis=0)  # (T - lag,)
+    pitched = chroma.max(axis=0)[lag:] >= PITCHED_CHROMA_PEAK
+    similarity = np.where(pitched, similarity, 0.0)
     per_window = 20  # 0.5 s
     windows = len(similarity) // per_window
     stability = similarity[:windows * per_window].reshape(windows, per_window).mean(1)
