@@ -97,7 +97,7 @@ def read_frames(path: Path, width: int, height: int, fps: float | None = None,
 
 
 def _is_decode_error(stderr: str) -> bool:
-    markers = ("Invalid data", "corrupt", "error while decoding", "Truncat", "moov atom not found")
+    markers = ("Invalid data", "corrupt", "error while decoding", "Truncat", "moov atom not found", "partial file")
     return any(marker.lower() in stderr.lower() for marker in markers)
 
 
