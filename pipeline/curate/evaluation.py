@@ -7,7 +7,9 @@ Definitions (written in the report too):
 - der: diarization error rate by the standard definition, (missed + false alarm + speaker
   confusion) / total reference speech, on a 10 ms grid, overlap-aware, with the optimal one-to-one
   mapping of hypothesis to reference speakers (Hungarian), no forgiveness collar. Reference speech
-  is the ground truth's speech and backchannel segments (laughter is not speech).
+  is the ground truth's speech and backchannel segments (laughter is not speech). The hypothesis is
+  the pipeline's final speaker timeline: diarized clusters, with those the host voice model
+  recognised joined as one host speaker.
 - host_speaker_f1: each diarized segment is host speech in the ground truth when at least half of
   it overlaps the host's reference speech; F1 of the classifier's host / not-host decisions.
 - identity_accuracy: on every exported clip frame, each ground-truth visible face of the host or a

@@ -171,7 +171,8 @@ def phase_c(config: CurateConfig, episode: Episode) -> dict:
     finally:
         capture.release()
     work.save_npz("face_candidates.npz", {
-        "keys": np.array(keys, dtype=str), "embeddings": np.array(embeddings, np.float32).reshape(len(keys), -1),
+        "keys": np.array(keys, dtype=str),
+        "embeddings": np.array(embeddings, np.float32) if embeddings else np.zeros((0, 0), np.float32),
         "boxes": np.array(boxes, np.float32).reshape(-1, 4), "frame": np.array(frame_of, np.int64)})
     _timed(work, "3_face_candidates", time.perf_counter() - started)
     return {"episode": episode.name}
@@ -328,6 +329,8 @@ class Curator:
         candidates = {}
         for e in state.healthy:
             data = EpisodeWork(config.out_dir, e.name).load_npz("face_candidates.npz")
+            if len(data["keys"]) == 0:
+                continue  # no face during this episode's host speech in two-person segments
             for key, vector, box, frame in zip(data["keys"], data["embeddings"], data["boxes"], data["frame"]):
                 candidates[str(key)] = (vector, box, int(frame), e)
         embedder = make_face_embedder()

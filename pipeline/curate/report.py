@@ -82,11 +82,12 @@ def ground_truth_measures(config, truths: dict[str, dict], vettings: dict[str, V
         truth_all.append(ev.segment_mask(reference, vetting.frame_count)[:vetting.frame_count])
         work = EpisodeWork(out_dir, name)
         diarization = Diarization.from_dict(work.load_json("diarization.json"))
-        hypothesis = [(s.speaker, s.start, s.end) for s in diarization.segments]
+        decided = work.load_json("host_speech.json")["segment_is_host"]
+        # The pipeline's final speaker timeline: every cluster the host model recognised is "host".
+        hypothesis = [("host" if is_host else s.speaker, s.start, s.end) for s, is_host in zip(diarization.segments, decided)]
         der = ev.diarization_error_rate(ev.reference_speech(truth), hypothesis, vetting.frame_count / vetting.fps)
         for key in der_parts:
             der_parts[key] += der[key]
-        decided = work.load_json("host_speech.json")["segment_is_host"]
         for segment, is_host in zip(diarization.segments, decided):
             host_pred.append(bool(is_host))
             host_true.append(ev.host_speech_fraction(truth, segment.start, segment.end) >= 0.5)

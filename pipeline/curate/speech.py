@@ -40,7 +40,7 @@ class SpeechConfig:
     fine_window_s: float = 0.6   # re-segmentation window
     fine_hop_s: float = 0.1
     mode_filter: int = 2         # re-segmentation labels: mode over +-2 windows
-    cluster_distance: float = 0.4  # cosine distance that separates speakers (average linkage)
+    cluster_distance: float = 0.3  # cosine distance that separates speakers (average linkage)
     min_speaker_s: float = 3.0   # clusters with less speech are merged into their nearest
     overlap_margin: float = 0.01  # second speaker active when within this similarity of the first
     overlap_min_similarity: float = 0.8
