@@ -32,7 +32,7 @@ from pipeline.curate.identity import IdentityAssigner, SegmentIdentities
 from pipeline.curate.labels import LabelStore, NeedsLabels, sample_keys
 from pipeline.curate.manifest import MANIFEST_NAME, ClipMeta, ClipRecord
 from pipeline.curate.media import MediaError, probe, read_audio
-from pipeline.curate.speech import Diarization, SpeakerDiarizer
+from pipeline.curate.speech import Diarization, make_diarizer
 from pipeline.curate.tracking import DetectionTable
 from pipeline.curate.vetting import InitialVetting, VettingConfig, VettingResult
 from pipeline.curate.work import EpisodeWork, atomic_write_bytes, atomic_write_json, remove_partial_files
@@ -120,7 +120,7 @@ def phase_a(config: CurateConfig, episode: Episode) -> dict:
     if not work.has("diarization.json"):
         started = time.perf_counter()
         audio = read_audio(episode.video)
-        work.save_json("diarization.json", SpeakerDiarizer().run(audio).to_dict())
+        work.save_json("diarization.json", make_diarizer().run(audio).to_dict())
         _timed(work, "2a_diarization", time.perf_counter() - started)
     return {"episode": episode.name}
 

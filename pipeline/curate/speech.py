@@ -278,3 +278,55 @@ def _cluster(embeddings: np.ndarray, config: SpeechConfig) -> np.ndarray:
     out = np.array([remap.get(int(k), -1) for k in labels])
     out[small] = np.argmax(embeddings[small] @ centroids.T, axis=1)
     return out
+
+
+class PyannoteDiarizer:
+    """The production option: a pyannote.audio pipeline loaded from a local folder the user supplies
+    (F2F_PYANNOTE_PIPELINE = path of its config.yaml; never downloaded). pyannote decides who spoke
+    when (it keeps overlapping speech natively); segment embeddings still come from resemblyzer so the
+    host voice model lives in one embedding space whichever diarizer ran. The speech/music filter
+    drops segments that are mostly music."""
+
+    def __init__(self, config_path: str, config: SpeechConfig = SpeechConfig()):
+        try:
+            from pyannote.audio import Pipeline
+        except ImportError as error:  # optional dependency
+            raise RuntimeError("F2F_PYANNOTE_PIPELINE is set but pyannote.audio is not installed") from error
+        self.pipeline = Pipeline.from_pretrained(config_path)
+        self.config = config
+        self.embedder = SpeakerEmbedder()
+
+    def run(self, audio: np.ndarray) -> Diarization:
+        import torch
+
+        duration = len(audio) / AUDIO_RATE
+        annotation = self.pipeline({"waveform": torch.from_numpy(audio[None, :].astype(np.float32)),
+                                    "sample_rate": AUDIO_RATE})
+        stability, window_len = chroma_stability(audio)
+        music_mask = np.repeat(stability > self.config.music_stability, int(round(window_len / FRAME_S)))
+        turns = [(label, float(turn.start), float(turn.end))
+                 for turn, _, label in annotation.itertracks(yield_label=True)]
+        kept, music = [], []
+        for label, start, end in turns:
+            frames = music_mask[int(start / FRAME_S):max(int(end / FRAME_S), int(start / FRAME_S) + 1)]
+            (music if frames.size and frames.mean() > 0.5 else kept).append((label, start, end))
+        segments = []
+        for label, start, end in kept:
+            centres = np.arange(start + self.config.fine_hop_s / 2, end, self.config.fine_hop_s)
+            vector = self.embedder.windows(audio, centres if len(centres) else np.array([(start + end) / 2]),
+                                           self.config.fine_window_s).mean(0)
+            segments.append(SpeakerSegment(str(label), round(start, 2), round(end, 2),
+                                           [round(float(v), 5) for v in _normalise(vector)]))
+        speech_mask = _mask([[s, e] for _, s, e in kept], duration)
+        return Diarization(_spans(speech_mask, 0.0), [[round(s, 2), round(e, 2)] for _, s, e in music],
+                           sorted(segments, key=lambda s: (s.start, s.speaker)))
+
+
+def make_diarizer(config: SpeechConfig = SpeechConfig()):
+    """pyannote when the user points F2F_PYANNOTE_PIPELINE at a local pipeline, else the offline default."""
+    import os
+
+    path = os.environ.get("F2F_PYANNOTE_PIPELINE")
+    if path and os.path.exists(path):
+        return PyannoteDiarizer(path, config)
+    return SpeakerDiarizer(config)
