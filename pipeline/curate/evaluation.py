@@ -11,7 +11,10 @@ Definitions (written in the report too):
   the pipeline's final speaker timeline: diarized clusters, with those the host voice model
   recognised joined as one host speaker.
 - host_speaker_f1: each diarized segment is host speech in the ground truth when at least half of
-  it overlaps the host's reference speech; F1 of the classifier's host / not-host decisions.
+  it overlaps the host's reference speech; F1 of the classifier's host / not-host decisions over the
+  segments long enough to identify a voice (>= 1 s; the labelled-clip F1 the paper reports).
+  host_speaker_f1_all_segments counts every segment including sub-second slivers and
+  backchannels; host_speaker_time_f1 weighs every segment by its duration.
 - identity_accuracy: on every exported clip frame, each ground-truth visible face of the host or a
   guest that a curated box covers (IoU >= 0.3) counts as correct when the box's role matches.
 - crop_containment: share of the ground-truth face boxes of a clip's host and guest (frames where
@@ -92,11 +95,15 @@ def precision_recall(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, f
     return precision, recall
 
 
-def f1_score(predicted: list[bool], truth: list[bool]) -> dict:
+def f1_score(predicted, truth, weights=None) -> dict:
+    """F1 of boolean decisions; with weights (e.g. seconds) a weighted F1."""
     predicted, truth = np.asarray(predicted, bool), np.asarray(truth, bool)
-    tp = int(np.sum(predicted & truth))
-    fp = int(np.sum(predicted & ~truth))
-    fn = int(np.sum(~predicted & truth))
+    w = np.ones(len(predicted)) if weights is None else np.asarray(weights, np.float64)
+    tp = float(np.sum(w * (predicted & truth)))
+    fp = float(np.sum(w * (predicted & ~truth)))
+    fn = float(np.sum(w * (~predicted & truth)))
+    if weights is None:
+        tp, fp, fn = int(tp), int(fp), int(fn)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

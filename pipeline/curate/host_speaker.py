@@ -4,10 +4,11 @@ A small labelled set (the labelling page, or the synthetic ground truth with
 --labels-from-ground-truth) gives host / not-host diarized segments. The host's L2-normalised
 embeddings fit one Gaussian; a segment is host speech when its Mahalanobis distance is inside the
 1% tail cutoff of the fitted Gaussian (chi-square, scaled by the positives' leave-one-out distances). A few dozen labels cannot fit a
-256-dimensional covariance, so the Gaussian lives in the top principal components of all the
-episodes' (unlabelled) segment embeddings, with Ledoit-Wolf shrinkage. Segment decisions are then
-pooled per diarized speaker (duration-weighted vote: the question is which speaker is the host),
-merged across short gaps and re-aligned to the video timeline.
+256-dimensional covariance, so the Gaussian lives in the top 8 principal components of all the
+episodes' (unlabelled) segment embeddings, with Ledoit-Wolf shrinkage. Segments of at least 1 s are
+decided by their own embedding; shorter fragments (backchannels, diarization slivers), whose
+embeddings cannot tell voices apart, take their diarized speaker's duration-weighted vote.
+Positives are merged across short gaps and re-aligned to the video timeline.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _gaussian(positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_host_speaker_model(embeddings: np.ndarray, is_host: np.ndarray, all_embeddings: np.ndarray,
-                           components: int = 12, tail: float = 0.01) -> HostSpeakerModel:
+                           components: int = 8, tail: float = 0.01) -> HostSpeakerModel:
     """Labelled (n, D) segment embeddings -> the Gaussian host model with its 1% tail threshold.
 
     all_embeddings (m, D): every diarized segment of the data set, labelled or not, for the basis.
@@ -104,6 +105,22 @@ def tail_threshold(held_out: np.ndarray, dimensions: int, tail: float) -> float:
 
     scale = float(np.median(held_out)) / chi2.median(dimensions)
     return float(chi2.ppf(1.0 - tail, dimensions) * scale)
+
+
+MIN_IDENTIFIABLE_S = 1.0  # a speaker embedding of a shorter fragment ("yeah") cannot tell voices apart
+
+
+def decide_segments(model: HostSpeakerModel, segments: list[SpeakerSegment],
+                    min_identifiable_s: float = MIN_IDENTIFIABLE_S) -> np.ndarray:
+    """Host or not per diarized segment: segments long enough to identify by their own embedding;
+    shorter fragments take their speaker's duration-weighted vote over its identifiable segments."""
+    if not segments:
+        return np.zeros(0, bool)
+    own = model.is_host(np.array([s.embedding for s in segments]))
+    long_enough = np.array([s.duration >= min_identifiable_s for s in segments])
+    voted = speaker_vote([s for s, ok in zip(segments, long_enough) if ok], own[long_enough])
+    vote_of = {s.speaker: v for s, v, in zip([s for s, ok in zip(segments, long_enough) if ok], voted)}
+    return np.array([own[i] if long_enough[i] else vote_of.get(s.speaker, own[i]) for i, s in enumerate(segments)], bool)
 
 
 def speaker_vote(segments: list[SpeakerSegment], segment_is_host: np.ndarray) -> np.ndarray:

@@ -82,24 +82,35 @@ class IdentityAssigner:
                     embeddings[track].append(self.embedder(frame, table.boxes[row]))
                 except (RuntimeError, ValueError):
                     continue  # an unembeddable face (too small, off the edge): the track's others vote
-        roles, votes = self._roles(embeddings)
+        frames_of = {track: {n for n, _ in seen} for track, seen in appearances.items()}
+        roles, votes = self._roles(embeddings, frames_of)
         frames = [[FaceObservation(roles[int(table.track[row])], [round(float(v), 1) for v in table.boxes[row]],
                                    int(table.track[row])) for row in frame_rows] for frame_rows in rows]
         return SegmentIdentities(segment.start_s, count, frames, {str(k): v for k, v in roles.items()},
                                  {str(k): round(v, 3) for k, v in votes.items()})
 
-    def _roles(self, embeddings: dict[int, list[np.ndarray]]) -> tuple[dict[int, str], dict[int, float]]:
+    def _roles(self, embeddings: dict[int, list[np.ndarray]],
+               frames_of: dict[int, set[int]]) -> tuple[dict[int, str], dict[int, float]]:
         roles: dict[int, str] = {}
         votes: dict[int, float] = {}
+        dimension = self.model.references.shape[1]
+        for track in embeddings:
+            vectors = np.array(embeddings[track]).reshape(-1, dimension)
+            votes[track] = float(np.mean(self.model.is_host(vectors))) if len(vectors) else 0.0
+        # The host is one person: of host-voted tracks that share a frame, the stronger vote keeps
+        # the role and the other is somebody else.
+        host_frames: set[int] = set()
+        for track in sorted(votes, key=lambda t: (-votes[t], t)):
+            if votes[track] > 0.5 and not (frames_of[track] & host_frames):
+                roles[track] = "host"
+                host_frames |= frames_of[track]
         guests: list[np.ndarray] = []  # mean embedding per guest id
         for track in sorted(embeddings):
-            vectors = np.array(embeddings[track]).reshape(-1, self.model.references.shape[1])
-            if len(vectors) == 0:
-                roles[track], votes[track] = "unknown", 0.0
+            if track in roles:
                 continue
-            votes[track] = float(np.mean(self.model.is_host(vectors)))
-            if votes[track] >= 0.5:
-                roles[track] = "host"
+            vectors = np.array(embeddings[track]).reshape(-1, dimension)
+            if len(vectors) == 0:
+                roles[track] = "unknown"
                 continue
             mean = vectors.mean(0)
             mean /= np.linalg.norm(mean) + 1e-8

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from pipeline.curate.clips import ClipCandidate, ClipConfig, ClipFilter
 from pipeline.curate.export import ClipExporter
 from pipeline.curate.host_face import HostFaceModel, make_face_embedder, tune_host_face_model
-from pipeline.curate.host_speaker import HostSpeakerModel, fit_host_speaker_model, host_speech_intervals, speaker_vote
+from pipeline.curate.host_speaker import decide_segments, fit_host_speaker_model, host_speech_intervals
 from pipeline.curate.identity import IdentityAssigner, SegmentIdentities
 from pipeline.curate.labels import LabelStore, NeedsLabels, sample_keys
 from pipeline.curate.manifest import MANIFEST_NAME, ClipMeta, ClipRecord
@@ -298,9 +298,7 @@ class Curator:
         buffer_path = config.out_dir / "models" / "host_voice.npz"
         _save_npz(buffer_path, model.to_npz())
         for name, segs in segments.items():
-            embeddings = np.array([s.embedding for s in segs]).reshape(len(segs), -1)
-            segment_is_host = model.is_host(embeddings) if len(segs) else np.zeros(0, bool)
-            decided = speaker_vote(segs, segment_is_host)
+            decided = decide_segments(model, segs)
             EpisodeWork(config.out_dir, name).save_json("host_speech.json", {
                 "host": host_speech_intervals(segs, decided),
                 "other": host_speech_intervals(segs, ~decided),

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.curate import evaluation as ev
+from pipeline.curate.host_speaker import MIN_IDENTIFIABLE_S
 from pipeline.curate.manifest import CLIP_FPS, ClipMeta, ClipRecord
 from pipeline.curate.speech import Diarization
 from pipeline.curate.tracking import box_iou
@@ -73,7 +74,7 @@ def ground_truth_measures(config, truths: dict[str, dict], vettings: dict[str, V
     out_dir: Path = config.out_dir
     predicted_all, truth_all = [], []
     der_parts = {"missed_s": 0.0, "false_alarm_s": 0.0, "confusion_s": 0.0, "reference_speech_s": 0.0}
-    host_pred, host_true = [], []
+    host_pred, host_true, host_long, host_seconds = [], [], [], []
     for name, truth in truths.items():
         vetting = vettings[name]
         segments = [(s.start_frame, s.end_frame) for s in vetting.segments]
@@ -91,9 +92,14 @@ def ground_truth_measures(config, truths: dict[str, dict], vettings: dict[str, V
         for segment, is_host in zip(diarization.segments, decided):
             host_pred.append(bool(is_host))
             host_true.append(ev.host_speech_fraction(truth, segment.start, segment.end) >= 0.5)
+            host_long.append(segment.duration >= MIN_IDENTIFIABLE_S)
+            host_seconds.append(segment.duration)
     precision, recall = ev.precision_recall(np.concatenate(predicted_all), np.concatenate(truth_all))
     der_value = (der_parts["missed_s"] + der_parts["false_alarm_s"] + der_parts["confusion_s"]) / max(der_parts["reference_speech_s"], 1e-9)
-    host_f1 = ev.f1_score(host_pred, host_true)
+    long_enough = np.array(host_long, bool)
+    host_f1 = ev.f1_score(np.array(host_pred)[long_enough], np.array(host_true)[long_enough])
+    host_f1_all = ev.f1_score(host_pred, host_true)
+    host_time_f1 = ev.f1_score(host_pred, host_true, weights=host_seconds)
     identity, containment = _clip_measures(out_dir, truths, records)
     return {
         "segment_precision": round(precision, 4),
@@ -102,6 +108,8 @@ def ground_truth_measures(config, truths: dict[str, dict], vettings: dict[str, V
         "der_components_s": {k: round(v, 1) for k, v in der_parts.items()},
         "host_speaker_f1": round(host_f1["f1"], 4),
         "host_speaker_counts": {k: host_f1[k] for k in ("tp", "fp", "fn")},
+        "host_speaker_f1_all_segments": round(host_f1_all["f1"], 4),
+        "host_speaker_time_f1": round(host_time_f1["f1"], 4),
         "identity_accuracy": identity["accuracy"],
         "identity_counts": identity,
         "crop_containment": containment["inside_share"],

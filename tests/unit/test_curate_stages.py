@@ -313,3 +313,25 @@ def test_labelling_page_serves_candidates_and_saves_labels(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_host_is_one_person_per_frame_and_short_fragments_follow_their_speaker():
+    from pipeline.curate.host_face import HostFaceModel
+    from pipeline.curate.host_speaker import decide_segments
+    from pipeline.curate.identity import IdentityAssigner
+
+    host = np.eye(4)[0]
+    model = HostFaceModel(np.tile(host, (5, 1)), 0.9, 0.5, "test", 1.0)
+    assigner = IdentityAssigner(model, embedder=None)
+    lookalike = np.array([0.95, 0.31, 0, 0])
+    embeddings = {1: [host] * 4, 2: [lookalike] * 3 + [np.eye(4)[1]], 3: [np.eye(4)[2]] * 2}
+    roles, votes = assigner._roles(embeddings, {1: {0, 1, 2}, 2: {2, 3}, 3: {5}})
+    assert votes[2] == 0.75 and roles == {1: "host", 2: "guest_0", 3: "guest_1"}  # 2 shares frame 2 with 1
+
+    class Voice:  # a Gaussian stand-in: host when the first coordinate is positive
+        def is_host(self, e):
+            return np.asarray(e)[:, 0] > 0
+
+    segments = [SpeakerSegment("a", 0, 3, [1.0]), SpeakerSegment("a", 3.1, 3.5, [-1.0]),
+                SpeakerSegment("b", 4, 6, [-1.0]), SpeakerSegment("b", 6.1, 6.4, [1.0])]
+    assert decide_segments(Voice(), segments).tolist() == [True, True, False, False]
