@@ -70,12 +70,7 @@ def read_frames(path: Path, width: int, height: int, fps: float | None = None,
     Raises MediaError when ffmpeg reports a decode error (a truncated or corrupt file), after the
     frames it could decode.
     """
-    command = ["ffmpeg", "-v", "error", "-nostdin"]
-    if start_s > 0:
-        command += ["-ss", f"{start_s:.6f}"]
-    command += ["-i", str(path)]
-    if duration_s is not None:
-        command += ["-t", f"{duration_s:.6f}"]
+    command = _ffmpeg_reading(path, start_s, duration_s)
     filters = [f"fps={fps}"] if fps else []
     filters.append(f"scale={width}:{height}")
     command += ["-an", "-vf", ",".join(filters), "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
@@ -96,6 +91,17 @@ def read_frames(path: Path, width: int, height: int, fps: float | None = None,
         raise MediaError(f"decode error: {errors.strip()[:300] or f'ffmpeg exit {code}'}")
 
 
+def _ffmpeg_reading(path: Path, start_s: float, duration_s: float | None) -> list[str]:
+    """ffmpeg arguments that read `path` from start_s (accurate seek) for duration_s seconds."""
+    command = ["ffmpeg", "-v", "error", "-nostdin"]
+    if start_s > 0:
+        command += ["-ss", f"{start_s:.6f}"]
+    command += ["-i", str(path)]
+    if duration_s is not None:
+        command += ["-t", f"{duration_s:.6f}"]
+    return command
+
+
 def _is_decode_error(stderr: str) -> bool:
     markers = ("Invalid data", "corrupt", "error while decoding", "Truncat", "moov atom not found", "partial file")
     return any(marker.lower() in stderr.lower() for marker in markers)
@@ -104,12 +110,7 @@ def _is_decode_error(stderr: str) -> bool:
 def read_audio(path: Path, start_s: float = 0.0, duration_s: float | None = None,
                rate: int = AUDIO_RATE) -> np.ndarray:
     """Mono float32 audio at `rate` (the 16 kHz mono WAV of the paper, in memory).  # (samples,)"""
-    command = ["ffmpeg", "-v", "error", "-nostdin"]
-    if start_s > 0:
-        command += ["-ss", f"{start_s:.6f}"]
-    command += ["-i", str(path)]
-    if duration_s is not None:
-        command += ["-t", f"{duration_s:.6f}"]
+    command = _ffmpeg_reading(path, start_s, duration_s)
     command += ["-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1"]
     result = subprocess.run(command, capture_output=True)
     if result.returncode != 0 or _is_decode_error(result.stderr.decode(errors="replace")):
