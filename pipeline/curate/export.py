@@ -71,8 +71,9 @@ class ClipExporter:
         guest_black = [clip.guest_boxes[n] is None for n in range(count)]
         with FaceGeometryFeaturizer(static_images=False) as host_mesh, \
                 FaceGeometryFeaturizer(static_images=False) as guest_mesh:
-            host_motion = [_motion(host_mesh, f) for f in host_frames]
-            guest_motion = [None if black else _motion(guest_mesh, f) for f, black in zip(guest_frames, guest_black)]
+            host_measured = [_measure(host_mesh, f) for f in host_frames]
+            guest_measured = [(None, None) if black else _measure(guest_mesh, f)
+                              for f, black in zip(guest_frames, guest_black)]
         for name, frames in (("host.mp4", host_frames), ("guest.mp4", guest_frames)):
             temporary = temporary_sibling(folder / name)
             encode_clip(temporary, frames, audio)
@@ -82,9 +83,11 @@ class ClipExporter:
             clip_id=clip.clip_id, episode=episode, start_time=clip.start_s, num_frames=count, fps=CLIP_FPS,
             crop_size=size,
             host=RoleTrack("host", clip.host_window, clip.host_boxes[:count],
-                           [b is not None for b in clip.host_boxes[:count]], host_motion, [False] * count),
+                           [b is not None for b in clip.host_boxes[:count]], [m for m, _ in host_measured],
+                           [False] * count, [b for _, b in host_measured]),
             guest=RoleTrack(clip.guest_identity, clip.guest_window, clip.guest_boxes[:count],
-                            [b is not None for b in clip.guest_boxes[:count]], guest_motion, guest_black),
+                            [b is not None for b in clip.guest_boxes[:count]], [m for m, _ in guest_measured],
+                            guest_black, [b for _, b in guest_measured]),
             host_speech=clip_intervals(host_speech, clip.start_s, end),
             other_speech=clip_intervals(other_speech, clip.start_s, end),
         )
@@ -92,6 +95,9 @@ class ClipExporter:
         return meta
 
 
-def _motion(featurizer, crop_bgr: np.ndarray) -> list[float] | None:
+def _measure(featurizer, crop_bgr: np.ndarray) -> tuple[list[float] | None, list[float] | None]:
+    """The face mesh on one crop: (motion vector, landmark box [x, y, w, h] in crop pixels) or Nones."""
     faces = featurizer(crop_bgr)
-    return [round(float(v), 4) for v in faces[0].motion] if faces else None
+    if not faces:
+        return None, None
+    return [round(float(v), 4) for v in faces[0].motion], [round(float(v), 2) for v in faces[0].box]

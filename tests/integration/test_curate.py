@@ -85,6 +85,7 @@ def test_every_exported_clip_decodes_with_the_frames_it_claims(curated):
             assert count_frames(out / video) == record.num_frames
         for track in (meta.host, meta.guest):
             assert len(track.boxes) == len(track.visible) == len(track.motion) == len(track.black) == meta.num_frames
+            assert [b is None for b in track.face_boxes] == [m is None for m in track.motion]
         assert sum(m is not None for m in meta.host.motion) >= 0.85 * meta.num_frames
         assert all(meta.guest.black[n] == (meta.guest.boxes[n] is None) for n in range(meta.num_frames))
         assert record.split in ("train", "val", "test") and record.ground_truth
