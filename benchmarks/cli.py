@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks.latency_cli import add_latency_parsers
+from benchmarks.soak import add_soak_parser
+
 
 def _batches(text: str) -> tuple[int, ...]:
     try:
@@ -35,6 +38,8 @@ def add_bench_parser(commands) -> None:
     engines.add_argument("--seconds", type=float, default=2.0, help="time spent per batch size and backend")
     engines.add_argument("--no-triton", action="store_true", help="embedded backend only")
     engines.set_defaults(run=_run_engines)
+    add_latency_parsers(benches)  # `latency` and `sessions` (benchmarks/latency_cli.py)
+    add_soak_parser(benches)  # `soak` (benchmarks/soak.py)
 
 
 def _run_engines(args) -> int:

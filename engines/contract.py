@@ -70,6 +70,9 @@ class StepRequest:
 class StepResult:
     motion: np.ndarray  # (K, 15) float32
     frames: np.ndarray  # (K, F, F, 3) uint8 RGB, ready for a video encoder
+    # Seconds each network took for the batch this result came from ({"motion_generator": ..,
+    # "renderer": ..}), where the backend can tell (embedded); empty otherwise (Triton's ensemble).
+    network_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class HealthState(enum.Enum):

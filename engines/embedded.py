@@ -85,6 +85,10 @@ class EmbeddedEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.config.intra_op_threads
         options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: on a small shared CPU a spinning pool takes the
+        # cores the face mesh, the codecs and other sessions need (2 threads, batch 1, 2 busy cores:
+        # 55 ms steps spinning, 20 ms not; f2f bench latency).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         for network in NETWORKS:
             path = model_file(self.model_repository, network)
             spec = spec_of(read_config(path.parent.parent))
@@ -124,17 +128,21 @@ class EmbeddedEngine:
         self.stats.record(len(faces))
         return features  # (B, D)
 
-    def _step_sync(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _step_sync(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        started = time.perf_counter()
         (motion,) = self._run(MOTION_GENERATOR, inputs)  # (B, K, 15)
+        generated = time.perf_counter()
         (frames,) = self._run(RENDERER, {"motion": motion})  # (B, K, 3, F, F)
-        return motion, frames_to_uint8(frames)
+        rendered = time.perf_counter()
+        seconds = {MOTION_GENERATOR: generated - started, RENDERER: rendered - generated}
+        return motion, frames_to_uint8(frames), seconds
 
     async def step(self, requests: Sequence[StepRequest]) -> list[StepResult]:
         inputs = stack_step_inputs(requests)
         check_inputs(self.spec, MOTION_GENERATOR, inputs)
-        motion, frames = await self._call(lambda: self._step_sync(inputs), self.config.timeouts.step_s)
+        motion, frames, seconds = await self._call(lambda: self._step_sync(inputs), self.config.timeouts.step_s)
         self.stats.record(len(requests))
-        return [StepResult(motion=motion[i], frames=frames[i]) for i in range(len(requests))]
+        return [StepResult(motion=motion[i], frames=frames[i], network_seconds=seconds) for i in range(len(requests))]
 
     async def step_raw(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Batched arrays in, (motion (B, K, 15), frames (B, K, 3, F, F) float) out: for parity tests

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,6 +104,8 @@ def _add_torch_side(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # onnxruntime's wheels otherwise keep a device id and usage events and upload them when online.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

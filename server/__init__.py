@@ -3,6 +3,7 @@
 Reading order, which is also the per-frame path (API in docs/api.md, design in docs/architecture.md):
   config.py          ServerConfig: every setting, from F2F_* variables and `f2f serve` flags
   app.py             HTTP routes: POST /v1/sessions (offer -> answer), GET/PATCH/DELETE, say, events, health
+  security.py        who may call and how much: bearer tokens, rate and size limits, CORS, response headers
   gateway.py         shared state: the engine behind the micro-batcher, the session cap, tokens, the face pool
   session.py         one session: peer connection, tracks, tasks, watchdog, close() that frees everything
   rtc.py             ICE configuration, offer validation, codec preference, liveness probe

@@ -1,7 +1,9 @@
 """The gateway's HTTP face (FastAPI): signalling, session control, health, metrics, the demo page.
 
 Every route is documented in docs/api.md; FastAPI serves the OpenAPI schema at /openapi.json and the
-interactive docs at /docs. Errors are JSON `{"error": "..."}` with the matching status.
+interactive docs at /docs. Errors are JSON `{"error": "..."}` with the matching status, including
+unexpected ones (500, without internals). Who may call and how much: `server.security` (the request
+guard and CORS wrap the app; the bearer token is checked by each `/v1` route's `owner_of`).
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from typing import Literal
 from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines.contract import AvatarEngine
 from server.config import VIDEO_CODECS, ServerConfig
-from server.gateway import CapacityError, Gateway
+from server.gateway import Gateway, UnavailableError
 from server.rtc import OfferError
+from server.security import (UNAUTHORIZED, RequestGuard, bearer_token, client_address, disable_vendor_telemetry,
+                             install_cors, retry_after_header)
 from server.session import SessionOptions
 from server.speech import SpeechError, synthesize
 
@@ -31,10 +36,25 @@ log = logging.getLogger(__name__)
 
 BODY_SLACK_BYTES = 16 * 1024  # JSON around the SDP
 
+# Error answers, as the OpenAPI schema documents them (every /v1 route may give these).
+ERROR = {"content": {"application/json": {"schema": {
+    "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+COMMON_ERRORS = {
+    400: {**ERROR, "description": "a request body that cannot be read (not UTF-8)"},
+    401: {**ERROR, "description": "missing or invalid bearer token"},
+    413: {**ERROR, "description": "request body too large"},
+    415: {**ERROR, "description": "request body is not JSON"},
+    422: {**ERROR, "description": "invalid request body or parameters"},
+    429: {**ERROR, "description": "too many requests from this address (Retry-After)"},
+}
+NOT_FOUND = {404: {**ERROR, "description": "no open session with this id for this token"}}
+
 
 # -- request and response bodies -----------------------------------------------------------------
 
 class OfferRequest(BaseModel):
+    model_config = ConfigDict(strict=True)  # no "256" for 256, no true for 1.0: a client bug shows as a 422
+
     sdp: str = Field(description="The client's SDP offer (create the 'motion' data channel before the offer)")
     type: Literal["offer"] = "offer"
     lambda_video: float | None = Field(None, ge=0.0, le=10.0,
@@ -64,6 +84,8 @@ class AnswerResponse(BaseModel):
 
 
 class PatchRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     lambda_video: float = Field(ge=0.0, le=10.0)
 
     @field_validator("lambda_video")
@@ -75,6 +97,8 @@ class PatchRequest(BaseModel):
 
 
 class SayRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     text: str = Field(min_length=1)
 
 
@@ -83,6 +107,7 @@ class SayRequest(BaseModel):
 def create_app(config: ServerConfig | None = None, engine: AvatarEngine | None = None) -> FastAPI:
     """The gateway as an ASGI app. `engine`: an unstarted engine to use instead of the configured one."""
     config = config or ServerConfig.from_env()
+    disable_vendor_telemetry()  # before the engine imports onnxruntime
     gateway = Gateway(config, engine)
 
     @asynccontextmanager
@@ -96,21 +121,13 @@ def create_app(config: ServerConfig | None = None, engine: AvatarEngine | None =
     app = FastAPI(title="f2f gateway", version="1", lifespan=lifespan,
                   description="Real-time interactive avatar: WebRTC sessions, see docs/api.md")
     app.state.gateway = gateway
-    if config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
-                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"])
-    max_body = config.max_sdp_bytes + BODY_SLACK_BYTES
+    # Added first = inside: CORS is outermost, so browsers can read the guard's 413/415/429 answers too.
+    app.add_middleware(RequestGuard, max_body_bytes=config.max_sdp_bytes + BODY_SLACK_BYTES,
+                       requests=gateway.request_limiter)
+    install_cors(app, config.cors_origins)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            return JSONResponse({"error": f"request body larger than {max_body} bytes"}, status_code=413)
-        return await call_next(request)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException and the router's 404/405
+    async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -120,10 +137,19 @@ def create_app(config: ServerConfig | None = None, engine: AvatarEngine | None =
             error.pop("input", None)  # never echo (possibly large) request content back
         return JSONResponse({"error": "invalid request", "detail": errors}, status_code=422)
 
-    def owner_of(request: Request) -> int | None:
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    # Declares the scheme in the OpenAPI schema (the "Authorize" button of /docs); it does not refuse
+    # anything itself (auto_error=False): owner_of decides, the same way with auth on or off.
+    bearer_scheme = HTTPBearer(auto_error=False, description="an API token (F2F_API_TOKENS), when configured")
+
+    def owner_of(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> int | None:
         """The bearer token's owner index (None when auth is off); 401 when it is missing or wrong."""
-        owner = gateway.token_owner(_bearer(request.headers.get("authorization")))
-        if owner == -1:
+        owner = gateway.token_owner(bearer_token(request.headers.get("authorization")))
+        if owner == UNAUTHORIZED:
             raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
         return owner
 
@@ -140,7 +166,7 @@ def create_app(config: ServerConfig | None = None, engine: AvatarEngine | None =
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "the engine is not ready (same body)"}})
     async def readyz():
         """The engine is ready to serve sessions (503 otherwise)."""
         health = await gateway.health()
@@ -149,7 +175,7 @@ def create_app(config: ServerConfig | None = None, engine: AvatarEngine | None =
                 "sessions": len(gateway.sessions), "max_sessions": config.max_sessions}
         return JSONResponse(body, status_code=200 if health.ready else 503)
 
-    @app.get("/metrics", tags=["health"])
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics():
         """Prometheus text format."""
         await gateway.health()  # refreshes f2f_engine_ready
@@ -157,16 +183,21 @@ def create_app(config: ServerConfig | None = None, engine: AvatarEngine | None =
 
     # -- sessions ---------------------------------------------------------------------------------
 
-    @app.get("/v1/ice-servers", tags=["sessions"])
+    @app.get("/v1/ice-servers", tags=["sessions"], responses=COMMON_ERRORS)
     async def ice_servers(owner=Depends(owner_of)):
         """The STUN/TURN servers a client should give its own peer connection."""
         return {"iceServers": [s.to_json() for s in config.ice_servers]}
 
     @app.post("/v1/sessions", status_code=201, response_model=AnswerResponse, tags=["sessions"],
-              responses={400: {"description": "malformed or unusable SDP"}, 401: {"description": "bad token"},
-                         503: {"description": "session cap reached (Retry-After)"}})
-    async def create_session(body: OfferRequest, owner=Depends(owner_of)):
+              responses={**COMMON_ERRORS, 400: {**ERROR, "description": "malformed or unusable SDP"},
+                         429: {**ERROR, "description": "too many requests or session creations (Retry-After)"},
+                         503: {**ERROR, "description": "session cap reached or engine not ready (Retry-After)"}})
+    async def create_session(request: Request, body: OfferRequest, owner=Depends(owner_of)):
         """SDP offer in, SDP answer out. The session runs until DELETE or the client goes away."""
+        wait = gateway.session_limiter.acquire(client_address(request.scope) if owner is None else f"token:{owner}")
+        if wait > 0:
+            raise HTTPException(429, "too many sessions created; try again later",
+                                headers={"Retry-After": retry_after_header(wait)})
         if len(body.sdp.encode()) > config.max_sdp_bytes:
             raise HTTPException(400, f"SDP larger than {config.max_sdp_bytes} bytes")
         spec = gateway.engine.spec if gateway.started else None
@@ -176,31 +207,34 @@ def create_app(config: ServerConfig | None = None, engine: AvatarEngine | None =
             video_codec=body.video_codec or config.video_codec)
         try:
             session, answer = await gateway.create_session(body.sdp, options, owner)
-        except CapacityError as error:
+        except UnavailableError as error:
             raise HTTPException(503, str(error), headers={"Retry-After": str(config.retry_after_s)}) from None
         except OfferError as error:
             raise HTTPException(400, str(error)) from None
         return AnswerResponse(session_id=session.id, sdp=answer)
 
-    @app.get("/v1/sessions/{session_id}", tags=["sessions"])
+    @app.get("/v1/sessions/{session_id}", tags=["sessions"], responses={**NOT_FOUND, **COMMON_ERRORS})
     async def get_session(session_id: str, owner=Depends(owner_of)):
         """Live statistics of one session."""
         return session_of(session_id, owner).stats()
 
-    @app.patch("/v1/sessions/{session_id}", tags=["sessions"])
+    @app.patch("/v1/sessions/{session_id}", tags=["sessions"], responses={**NOT_FOUND, **COMMON_ERRORS})
     async def patch_session(session_id: str, body: PatchRequest, owner=Depends(owner_of)):
         """Change λ_video while the session runs."""
         session = session_of(session_id, owner)
         session.set_lambda_video(body.lambda_video)
         return {"session_id": session.id, "lambda_video": session.controls.lambda_video}
 
-    @app.delete("/v1/sessions/{session_id}", status_code=204, tags=["sessions"])
+    @app.delete("/v1/sessions/{session_id}", status_code=204, tags=["sessions"],
+                responses={**NOT_FOUND, **COMMON_ERRORS})
     async def delete_session(session_id: str, owner=Depends(owner_of)):
         """End the session and free everything it holds."""
         await session_of(session_id, owner).close("client_closed")
         return Response(status_code=204)
 
-    @app.post("/v1/sessions/{session_id}/say", status_code=202, tags=["sessions"])
+    @app.post("/v1/sessions/{session_id}/say", status_code=202, tags=["sessions"],
+              responses={**COMMON_ERRORS, **NOT_FOUND, 413: {**ERROR, "description": "body or text too large"},
+                         503: {**ERROR, "description": "espeak-ng is not installed"}})
     async def say(session_id: str, body: SayRequest, owner=Depends(owner_of)):
         """Text -> speech (espeak-ng), mixed into the host audio from the next free instant."""
         if len(body.text) > config.max_say_chars:
@@ -218,9 +252,12 @@ def create_app(config: ServerConfig | None = None, engine: AvatarEngine | None =
     async def events(websocket: WebSocket, session_id: str):
         """Stats once a second, errors, connection changes and the close, as JSON messages.
         Browsers cannot set headers on a WebSocket: the token may come as ?token=."""
-        token = _bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
+        if gateway.request_limiter.acquire(client_address(websocket.scope)) > 0:
+            await websocket.close(code=4429, reason="too many requests")
+            return
+        token = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get("token")
         owner = gateway.token_owner(token)
-        if owner == -1:
+        if owner == UNAUTHORIZED:
             await websocket.close(code=4401, reason="missing or invalid bearer token")
             return
         session = gateway.session(session_id, owner)
@@ -258,13 +295,6 @@ def create_app(config: ServerConfig | None = None, engine: AvatarEngine | None =
         app.mount("/web", StaticFiles(directory=str(web_root), check_dir=False), name="web")
 
     return app
-
-
-def _bearer(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 __all__ = ["VIDEO_CODECS", "create_app"]

@@ -3,7 +3,9 @@
 This is the hot path. For frames [n, n+K):
 1. wait until their audio (plus the look-ahead L and the last mel window's 7.5 ms) should have
    arrived: session time (n+K+L)/25 + 7.5 ms + `margin_s` (the "lead"); if input audio is live but
-   late, wait at most `grace_s` more for it;
+   not there yet, wait for it to arrive, at most `grace_s` more. The margin is 0 by default: the
+   20 ms packet holding the last sample needed arrives up to 20 ms after that sample's time, and
+   waiting for its arrival (rather than a fixed margin) starts the step the moment it is there;
 2. if the wait overran by `max_late_s` or more, skip the frames whose time has passed (their audio
    still goes out; the frames are counted as skipped): latency never accumulates. A smaller delay
    is caught up by making the next frames back to back;
@@ -12,9 +14,10 @@ This is the hot path. For frames [n, n+K):
 5. one engine step (through the micro-batcher): motion generator -> renderer, fresh noise, λ_video;
 6. hand each frame, its 40 ms of host audio and its motion message to the output tracks and the
    data channel at the same moment (so the receiver's lip sync lines them up).
-Output therefore runs (K + L) frames + 7.5 ms + margin + compute behind the input audio. The clock's
-zero is put one lead before the connection came up, so frame 0 is due at once: the first frames have
-no host audio (there was none before the connection) and the first frame leaves without waiting.
+Output therefore runs (K + L) frames + 7.5 ms + margin (+ the wait for the packet) + compute behind
+the input audio. The clock's zero is put one lead before the connection came up, so frame 0 is due
+at once: the first frames have no host audio (there was none before the connection) and the first
+frame leaves without waiting.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import cv2
 import numpy as np
 
 from engines.contract import AvatarEngine, FatalEngineError, RetryableEngineError, StepRequest
-from f2f.avatar_spec import AvatarSpec
+from f2f.avatar_spec import MOTION_GENERATOR, RENDERER, AvatarSpec
 from f2f.motion import neutral_vector
 from f2f.timebase import AUDIO_SAMPLE_RATE, SAMPLES_PER_FRAME
 from server.data_channel import MotionChannel
@@ -44,6 +47,7 @@ from server.partner_input import GuestContext
 log = logging.getLogger(__name__)
 
 MAX_SKIPPED_AUDIO_FRAMES = 25  # host audio of skipped frames sent out, at most (1 s)
+NETWORK_STAGES = {MOTION_GENERATOR: "motion", RENDERER: "render"}  # engine network -> metrics stage
 
 
 @dataclass
@@ -56,10 +60,14 @@ class Controls:
 
 @dataclass
 class LoopTiming:
-    margin_s: float = 0.030  # past the audio's due time: 20 ms Opus packets + jitter
-    grace_s: float = 0.020  # extra wait for live input audio that is late
+    margin_s: float = 0.0  # fixed wait past the audio's due time (F2F_AUDIO_MARGIN_MS)
+    # Wait for live input audio that is not there yet: a 20 ms packet ends up to 20 ms after the sample
+    # needed, plus network jitter. Tolerance is margin + grace (as 30 + 20 ms before), paid only when late.
+    grace_s: float = 0.050
     step_timeout_s: float = 0.5
-    max_late_s: float = 0.080  # later than this: skip frames; earlier: catch up back to back
+    # Later than this: skip frames; earlier: catch up back to back. 100 ms past the audio's due time
+    # skips where 80 ms past the old 30 ms margin did, so a busy machine skips no more than before.
+    max_late_s: float = 0.100
 
 
 @dataclass
@@ -155,6 +163,7 @@ class AvatarLoop:
             await self._wait_for_input_audio(needed)
             late = time.monotonic() - due
             self.stats.late_s_max = max(self.stats.late_s_max, late)
+            self.metrics.observe("late", max(0.0, late))
             if late >= self.timing.max_late_s:
                 skip = math.ceil(int(late / FRAME_SECONDS) / K) * K
                 self._skip(n, skip, "late")
@@ -194,6 +203,9 @@ class AvatarLoop:
                 return
             step_s = time.perf_counter() - started
             self.metrics.observe("step", step_s)
+            for network, stage in NETWORK_STAGES.items():  # the step's own split, where the engine reports it
+                if network in result.network_seconds:
+                    self.metrics.observe(stage, result.network_seconds[network])
             self.stats.steps += 1
             self.stats.last_step_s = step_s
             self.stats.step_s_total += step_s
@@ -238,7 +250,9 @@ class AvatarLoop:
         """Frames [n, n+count) are not made; their host audio still goes out, in order."""
         self.audio.finalize_to(self.audio.needed_for(n + count))
         if self.audio_out is not None:  # after a long stall only the last second is worth sending
-            for i in range(max(0, count - MAX_SKIPPED_AUDIO_FRAMES), count):
+            first = max(0, count - MAX_SKIPPED_AUDIO_FRAMES)
+            self.audio_out.skip(first * SAMPLES_PER_FRAME)  # the rest keeps its place on the video's clock
+            for i in range(first, count):
                 self.audio_out.put(self.audio.output_audio(n + i))
         for _ in range(min(count, self.spec.guest_context_frames)):
             self.guests.tick(time.monotonic())

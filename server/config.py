@@ -111,17 +111,30 @@ class ServerConfig:
     retry_after_s: int = 5
     api_tokens: tuple[str, ...] = ()  # bearer tokens; empty: no auth. A session belongs to its token.
     cors_origins: tuple[str, ...] = ()  # allowed browser origins; empty: no CORS headers
-    max_sdp_bytes: int = 64 * 1024
+    max_sdp_bytes: int = 64 * 1024  # a request body may be this + 16 KiB of JSON around the SDP
     max_say_chars: int = 1000
+    # Rate limits (server.security.RateLimiter; 0 = off). API requests per client address: generous
+    # for a page polling stats, tight enough that a token cannot be guessed by brute force.
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
+    # Session creations per client (its token, or its address when auth is off): each one builds a
+    # peer connection and gathers ICE candidates, the most expensive thing a request can ask for.
+    session_rate_per_min: float = 30.0
+    session_rate_burst: int = 10
     # WebRTC
     ice_servers: tuple[IceServer, ...] = ()  # STUN/TURN for the gateway's peer connections
     ice_loopback: bool = False  # also offer 127.0.0.1 host candidates (aioice skips loopback)
     video_codec: str = "VP8"  # default codec preference of the host video ("VP8" or "H264")
+    # Hand received video frames over at their marker packet and audio packets on arrival, instead of
+    # aiortc's one-frame (video) / four-packet (audio) hold (f2f/rtc_early_delivery.py).
+    early_delivery: bool = True
     connect_timeout_s: float = 15.0  # answer sent -> connected, else the session is freed
     media_timeout_s: float = 3.0  # no packet from the client for this long -> the session is freed
     # Avatar
     default_lambda_video: float = 1.0
-    audio_margin_ms: float = 30.0  # extra wait past the look-ahead for the audio (20 ms Opus packets + jitter)
+    # Fixed wait past the look-ahead for the audio. 0: the avatar loop waits for the audio's arrival
+    # instead (up to 50 ms), which costs nothing when it is on time (f2f bench latency).
+    audio_margin_ms: float = 0.0
     step_timeout_s: float = 0.5  # an engine step slower than this is abandoned, its frames skipped
     face_max_fps: float = 25.0  # partner frames run through the face mesh at most this often
     partner_stale_s: float = 0.25  # a guest feature older than this counts as "no face"
@@ -157,6 +170,16 @@ class ServerConfig:
             raise ValueError(f"default_lambda_video must be 0..10, got {self.default_lambda_video}")
         if any(not t for t in self.api_tokens):
             raise ValueError("api tokens must be non-empty")
+        if "*" in self.cors_origins:
+            raise ValueError("a CORS wildcard is not allowed: list the allowed origins")
+        for name in ("rate_limit_per_s", "session_rate_per_min"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0 (0 = no limit), got {value}")
+        if self.rate_limit_burst < 1 or self.session_rate_burst < 1:
+            raise ValueError("rate limit bursts must be >= 1")
+        if self.max_sdp_bytes < 1024 or self.max_say_chars < 1:
+            raise ValueError("max_sdp_bytes must be >= 1024 and max_say_chars >= 1")
 
     @property
     def auth_enabled(self) -> bool:
@@ -179,12 +202,13 @@ class ServerConfig:
 def _parse_field(name: str, text: str):
     """Environment text -> the field's type."""
     if name in ("port", "max_batch", "intra_op_threads", "max_sessions", "retry_after_s", "max_sdp_bytes", "max_say_chars",
-                "espeak_words_per_minute"):
+                "espeak_words_per_minute", "rate_limit_burst", "session_rate_burst"):
         return int(text)
     if name in ("batch_window_ms", "connect_timeout_s", "media_timeout_s", "default_lambda_video",
-                "audio_margin_ms", "step_timeout_s", "face_max_fps", "partner_stale_s", "stats_interval_s"):
+                "audio_margin_ms", "step_timeout_s", "face_max_fps", "partner_stale_s", "stats_interval_s",
+                "rate_limit_per_s", "session_rate_per_min"):
         return float(text)
-    if name in ("ice_loopback",):
+    if name in ("ice_loopback", "early_delivery"):
         return _bool(text)
     if name in ("api_tokens", "cors_origins"):
         return _split(text)

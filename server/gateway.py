@@ -1,20 +1,25 @@
 """The gateway's shared state: the engine (behind the micro-batcher), the session registry and cap,
-the face-mesh thread pool, the metrics. `server.app` is the HTTP face of this object.
+the face-mesh thread pool, the metrics, who may call (tokens, rate limits). `server.app` is the HTTP
+face of this object.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import secrets
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from prometheus_client import Gauge, ProcessCollector
+
 from engines.contract import AvatarEngine, EngineHealth, HealthState
+from f2f.blas_threads import limit_blas_threads
 from server.config import ServerConfig
 from server.metrics import GatewayMetrics
 from server.rtc import allow_loopback_candidates
+from server.security import RateLimiter, TokenAuth
 from server.session import Session, SessionOptions
 
 log = logging.getLogger(__name__)
@@ -22,14 +27,26 @@ log = logging.getLogger(__name__)
 FACE_THREADS = 2  # the face mesh of every session shares these (the machine has 2 cores)
 
 
-class CapacityError(RuntimeError):
-    """The session cap is reached (HTTP 503 with Retry-After)."""
+class UnavailableError(RuntimeError):
+    """No session can be opened now; a later try may work (HTTP 503 with Retry-After)."""
+
+
+class CapacityError(UnavailableError):
+    """The session cap is reached."""
+
+
+class EngineNotReadyError(UnavailableError):
+    """The engine is not ready (starting, or its backend is down and the policy is end_session)."""
 
 
 class Gateway:
     def __init__(self, config: ServerConfig, engine: AvatarEngine | None = None):
         self.config = config
         self.metrics = GatewayMetrics()
+        _add_runtime_gauges(self.metrics.registry)
+        self.auth = TokenAuth(config.api_tokens)
+        self.request_limiter = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
+        self.session_limiter = RateLimiter(config.session_rate_per_min / 60.0, config.session_rate_burst)
         self._engine = engine
         self.sessions: dict[str, Session] = {}
         self._pending = 0  # offers being negotiated: they count against the cap too
@@ -47,6 +64,7 @@ class Gateway:
         return self._engine
 
     async def start(self) -> None:
+        limit_blas_threads()  # numpy's spinning OpenBLAS workers cost half a core per session (f2f/blas_threads.py)
         if self.config.ice_loopback:
             allow_loopback_candidates()
         self.executor = ThreadPoolExecutor(max_workers=FACE_THREADS, thread_name_prefix="f2f-face")
@@ -86,14 +104,7 @@ class Gateway:
     def token_owner(self, token: str | None) -> int | None:
         """Index of the configured token that matches (constant-time, all tokens compared), else -1.
         None when auth is off."""
-        if not self.config.api_tokens:
-            return None
-        supplied = (token or "").encode()
-        match = -1
-        for index, expected in enumerate(self.config.api_tokens):
-            if hmac.compare_digest(supplied, expected.encode()):
-                match = index
-        return match
+        return self.auth.owner(token)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -106,6 +117,16 @@ class Gateway:
 
     async def create_session(self, offer_sdp: str, options: SessionOptions, owner: int | None) -> tuple[Session, str]:
         if len(self.sessions) + self._pending >= self.config.max_sessions:
+            self.metrics.sessions_rejected.labels(reason="capacity").inc()
+            raise CapacityError(f"{self.config.max_sessions} sessions are open; try again later")
+        # A session the engine cannot serve would only fail at its first step: refuse it now, so the
+        # client retries (e.g. Triton is down under the end_session policy; it comes back by itself).
+        health = await self.health()
+        if not health.ready:
+            self.metrics.sessions_rejected.labels(reason="engine_not_ready").inc()
+            raise EngineNotReadyError(f"the engine is not ready ({health.detail or health.state.value}); "
+                                      "try again later")
+        if len(self.sessions) + self._pending >= self.config.max_sessions:  # others may have come in meanwhile
             self.metrics.sessions_rejected.labels(reason="capacity").inc()
             raise CapacityError(f"{self.config.max_sessions} sessions are open; try again later")
         self._pending += 1
@@ -142,6 +163,22 @@ class Gateway:
         running = sum(1 for s in self.sessions.values() if s.state == "connected")
         if hasattr(self._engine, "expected_callers"):
             self._engine.expected_callers = max(1, running)
+
+
+def _add_runtime_gauges(registry) -> None:
+    """What a leak would grow, on /metrics: the process's memory and descriptors (ProcessCollector:
+    process_resident_memory_bytes, process_open_fds, ...), its threads and its asyncio tasks."""
+    ProcessCollector(registry=registry)
+    Gauge("f2f_threads", "Threads of the gateway process", registry=registry).set_function(threading.active_count)
+    Gauge("f2f_asyncio_tasks", "asyncio tasks of the gateway's event loop", registry=registry).set_function(
+        _asyncio_task_count)
+
+
+def _asyncio_task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # collected outside the event loop
+        return float("nan")
 
 
 def open_configured_engine(config: ServerConfig) -> AvatarEngine:

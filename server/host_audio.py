@@ -9,7 +9,10 @@ The session timeline puts sample s at session time s / 16000 (zero = the session
 - Audio that arrives after the avatar loop has already finalised its place (an underrun: loss or a
   late burst) is placed right after the finalised part: the gap was played as silence, and the
   input now runs that much later. Input that runs more than `max_ahead_s` ahead of the clock has its
-  oldest samples dropped, so a backlog never builds up: latency never accumulates.
+  oldest samples dropped, so a backlog never builds up: latency never accumulates. On time, a chunk
+  ends about where the clock is when it arrives; "ahead" is what late shifts (and a sender clock
+  running fast) have added, so `max_ahead_s` is also the most latency underruns can add: 40 ms, one
+  frame (it was 120 ms; f2f bench latency on a busy machine showed the shifts reaching it).
 - Text-to-speech audio (`inject`) is mixed in from the first not-yet-finalised sample.
 - `finalize_to(position)` fixes the timeline up to `position`: zeros where nothing arrived, the
   streaming log-mel (`f2f.features.mel.StreamingLogMel`, the training featurizer) advances over it,
@@ -77,7 +80,7 @@ class AudioStats:
 class HostAudioTimeline:
     """The host audio of one session on its 25 fps clock. Single-threaded: call from the event loop."""
 
-    def __init__(self, clock: SessionClock, *, max_ahead_s: float = 0.12, history_s: float = 4.0,
+    def __init__(self, clock: SessionClock, *, max_ahead_s: float = 0.04, history_s: float = 4.0,
                  metrics: GatewayMetrics | None = None):
         self.clock = clock
         self.max_ahead = int(max_ahead_s * AUDIO_SAMPLE_RATE)
@@ -117,7 +120,12 @@ class HostAudioTimeline:
         if self._metrics:
             self._metrics.host_audio_samples.inc(n)
         now = self.clock.samples()
-        pos = max(self._final, now - n) if (self._write_pos is None or restart) else self._write_pos
+        if self._write_pos is None:
+            pos = max(self._final, now - n)
+        elif restart:  # anchored at arrival again, but never over input still waiting to be played
+            pos = max(self._final, now - n, self._write_pos)
+        else:
+            pos = self._write_pos
         if pos < self._final:
             self.stats.late_shift_samples += self._final - pos
             pos = self._final

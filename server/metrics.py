@@ -6,8 +6,11 @@ Stages of the per-frame path, as `f2f_stage_seconds{stage=...}` histograms (see 
                  host audio frame -> 16 kHz mono samples
   face           face mesh + face crop of one partner frame (thread pool)
   guest_encoder  engine.encode_partner of one face (through the micro-batcher)
+  late           a step's due time -> it starts (waiting for late input audio, a busy machine)
   audio_features host audio timeline finalised + streaming log-mel for one tick
   step           engine.step: motion generator + renderer for one tick (through the micro-batcher)
+  motion         the motion generator's part of that step (the whole batch; embedded backend only)
+  render         the renderer's part of that step (the whole batch; embedded backend only)
   send           output frame queued -> taken by aiortc's sender
   encode         taken by aiortc's sender -> it asks for the next frame (encode + packetise + send)
 """
@@ -17,7 +20,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-STAGES = ("receive", "decode", "face", "guest_encoder", "audio_features", "step", "send", "encode")
+STAGES = ("receive", "decode", "face", "guest_encoder", "late", "audio_features", "step", "motion", "render",
+          "send", "encode")
 _BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.030, 0.040, 0.060, 0.080,
             0.120, 0.200, 0.500, 1.0, 2.0)
 

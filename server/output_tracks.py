@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Callable
 
+import cv2
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, AudioResampler, VideoFrame
@@ -87,7 +88,7 @@ class HostVideoTrack(_Wakeable):
             self.metrics.observe("encode", now - self._returned_at)
             self._returned_at = None
         index, rgb, queued_at = await self._wait(self._queue)
-        frame = VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = to_i420_frame(rgb)
         frame.pts = index * TICKS_PER_FRAME
         frame.time_base = VIDEO_TIME_BASE
         self._returned_at = time.perf_counter()
@@ -97,6 +98,16 @@ class HostVideoTrack(_Wakeable):
         if self._on_sent is not None:
             self._on_sent(index)
         return frame
+
+
+def to_i420_frame(rgb: np.ndarray) -> VideoFrame:
+    """(H, W, 3) uint8 RGB (H, W even) -> a yuv420p VideoFrame, the encoders' own format.
+
+    Handing aiortc RGB makes its encoder call `frame.reformat()`, which builds a new swscale context
+    for every frame while holding the GIL (~1 ms at 256x256, far more on a busy machine);
+    OpenCV's conversion is ~0.05 ms and releases the GIL.
+    """
+    return VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
 
 
 class HostAudioTrack(_Wakeable):
@@ -112,11 +123,19 @@ class HostAudioTrack(_Wakeable):
     def __init__(self) -> None:
         super().__init__()
         self._resampler = AudioResampler(format="s16", layout="mono", rate=OPUS_RATE)
-        self._queue: deque[np.ndarray] = deque()  # 960-sample int16 frames at 48 kHz
+        # 960-sample int16 frames at 48 kHz, each with the gap (48 kHz samples left out) before it
+        self._queue: deque[tuple[np.ndarray, int]] = deque()
         self._pending = np.zeros(0, dtype=np.int16)
         self._in_samples = 0
         self._samples_sent = 0
+        self._gap = 0  # left out since the last queued frame
         self.samples_dropped = 0
+
+    def skip(self, samples: int) -> None:
+        """Leave out `samples` (16 kHz) of host audio: the stream's timestamps jump over them, so the
+        audio that follows stays on the video's clock (a receiver conceals the gap) instead of
+        running that much behind it for the rest of the session."""
+        self._gap += samples * OPUS_RATE // AUDIO_SAMPLE_RATE
 
     def put(self, samples: np.ndarray) -> None:
         """Queue 16 kHz mono float32 samples (the host audio of one output instant)."""
@@ -132,15 +151,19 @@ class HostAudioTrack(_Wakeable):
         pending = np.concatenate(parts)
         whole = pending.shape[0] // OPUS_FRAME_SAMPLES * OPUS_FRAME_SAMPLES
         for start in range(0, whole, OPUS_FRAME_SAMPLES):
-            self._queue.append(pending[start:start + OPUS_FRAME_SAMPLES])
+            self._queue.append((pending[start:start + OPUS_FRAME_SAMPLES], self._gap))
+            self._gap = 0
         self._pending = pending[whole:]
         while len(self._queue) > MAX_AUDIO_BACKLOG_S * OPUS_RATE / OPUS_FRAME_SAMPLES:  # the sender stalled
-            self._queue.popleft()
+            _, gap = self._queue.popleft()  # dropped: a gap before the next one (timestamps stay on time)
+            pcm, next_gap = self._queue[0]
+            self._queue[0] = (pcm, next_gap + gap + OPUS_FRAME_SAMPLES)
             self.samples_dropped += OPUS_FRAME_SAMPLES
         self._ready.set()
 
     async def recv(self) -> AudioFrame:
-        pcm = await self._wait(self._queue)
+        pcm, gap = await self._wait(self._queue)
+        self._samples_sent += gap
         frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = OPUS_RATE
         frame.pts = self._samples_sent

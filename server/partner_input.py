@@ -23,6 +23,7 @@ import time
 from concurrent.futures import Executor
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from engines.contract import AvatarEngine, PartnerFace
@@ -100,6 +101,9 @@ def analyse_frame(frame, featurizer: Callable, crop_size: int) -> tuple[PartnerF
         scale = MAX_FACE_INPUT_WIDTH / width
         rgb = frame.reformat(width=MAX_FACE_INPUT_WIDTH, height=max(2, int(round(height * scale / 2)) * 2),
                              format="rgb24").to_ndarray()
+    elif frame.format.name == "yuv420p" and width % 2 == 0 and height % 2 == 0:  # what the decoders give:
+        # OpenCV converts without building a swscale context per frame (and releases the GIL)
+        rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
     else:
         rgb = frame.to_ndarray(format="rgb24")
     converted = time.perf_counter()

@@ -25,6 +25,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from engines.contract import AvatarEngine
 from f2f.avatar_spec import AvatarSpec
+from f2f.rtc_early_delivery import deliver_frames_early
 from server.avatar_loop import AvatarLoop, Controls, LoopTiming
 from server.config import ServerConfig
 from server.data_channel import MotionChannel
@@ -133,6 +134,7 @@ class Session:
     async def accept(self, offer_sdp: str) -> str:
         """Offer in -> answer out. Raises OfferError for an offer that cannot be used."""
         parsed = validate_offer(offer_sdp, self.config.max_sdp_bytes)
+        _check_common_codecs(parsed)
         kinds = [m.kind for m in parsed.media]
         pc = RTCPeerConnection(rtc_configuration(self.config.ice_servers))
         self.pc = pc
@@ -155,6 +157,8 @@ class Session:
         except Exception as error:  # aiortc's own validation (codecs, directions, ICE parameters)
             raise OfferError(f"unusable offer: {type(error).__name__}: {error}") from None
         self.liveness.install(pc)
+        if self.config.early_delivery:  # before any media arrives
+            deliver_frames_early(pc)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         self._drop_unsent_outputs()
@@ -346,6 +350,22 @@ class Session:
             self._closed.set()
             log.info("session %s closed (%s) in %.2f s", self.id, reason, self.closed_at - started)
             self._on_closed(self)
+
+
+def _check_common_codecs(parsed) -> None:
+    """An audio or video section must offer at least one codec the gateway speaks (else 400, saying which)."""
+    from aiortc import RTCRtpReceiver
+
+    for media in parsed.media:
+        if media.kind not in ("audio", "video"):
+            continue
+        offered = {c.mimeType.lower() for c in media.rtp.codecs}
+        supported = {c.mimeType.lower() for c in RTCRtpReceiver.getCapabilities(media.kind).codecs}
+        if not offered & (supported - {f"{media.kind}/rtx"}):
+            names = sorted(c.split("/", 1)[1] for c in offered) or ["none"]
+            known = sorted(c.split("/", 1)[1] for c in supported if not c.endswith("/rtx"))
+            raise OfferError(f"no codec in common in the {media.kind} section: the offer has "
+                             f"{', '.join(names)}; the gateway speaks {', '.join(known)}")
 
 
 async def _drain(track) -> None:

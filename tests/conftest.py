@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 _REPORT: list[str] = []
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # no onnxruntime usage events from the tests
 
 
 @pytest.fixture

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="STUN server URL for the client's own peer connection (repeatable)")
     parser.add_argument("--loopback", action="store_true",
                         help="offer 127.0.0.1 ICE candidates (a gateway on this machine, no network)")
+    parser.add_argument("--no-early-delivery", action="store_true",
+                        help="keep aiortc's receive hold (one frame of video, four audio packets)")
     parser.add_argument("--keep-session", action="store_true",
                         help="do not DELETE the session at the end (the gateway frees it when media stops)")
     parser.set_defaults(run=run)
@@ -46,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clients.python.client import GatewayError
 
+    from f2f.blas_threads import limit_blas_threads
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    limit_blas_threads()  # a spinning OpenBLAS worker would take a core from the media threads
     try:
         summary = asyncio.run(stream(args))
     except GatewayError as error:
@@ -89,6 +94,7 @@ async def stream(args: argparse.Namespace) -> dict:
 
     options = ClientOptions(token=args.token, lambda_video=args.lambda_video, output_size=args.output_size,
                             video_codec=args.video_codec, loopback=args.loopback,
+                            early_delivery=not args.no_early_delivery,
                             ice_servers=[{"urls": url} for url in args.ice_server])
     client = AvatarClient(args.url, partner=partner, host_audio=host_audio, options=options,
                           on_video=recorder.video if recorder else None,
@@ -122,6 +128,7 @@ async def stream(args: argparse.Namespace) -> dict:
         "motion_last_frame": max(frames_seen) if frames_seen else None,
         "fps": round(stats.fps(), 2),
         "first_frame_ms": None if stats.first_frame_ms is None else round(stats.first_frame_ms, 1),
+        "receive": client.receive_counts(),
         "partner_frames_sent": len(partner.send_log) if partner is not None else 0,
         "host_audio_frames_sent": len(host_audio.send_log) if host_audio is not None else 0,
         "record": str(args.record) if args.record else None,

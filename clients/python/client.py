@@ -23,6 +23,8 @@ import httpx
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from f2f.rtc_early_delivery import deliver_frames_early, early_delivery_counts
+
 log = logging.getLogger(__name__)
 
 MOTION_LABEL = "motion"
@@ -47,6 +49,9 @@ class ClientOptions:
     receive_video: bool = True
     receive_audio: bool = True
     connect_timeout_s: float = 20.0
+    # Hand received video frames over at their marker packet and audio packets on arrival, instead of
+    # aiortc's one-frame / four-packet hold (f2f/rtc_early_delivery.py).
+    early_delivery: bool = True
 
 
 @dataclass
@@ -135,6 +140,8 @@ class AvatarClient:
             pc.addTransceiver(self.host_audio, direction="sendrecv" if options.receive_audio else "sendonly")
         elif options.receive_audio:
             pc.addTransceiver("audio", direction="recvonly")
+        if options.early_delivery:  # the receivers exist now, and no media flows yet
+            deliver_frames_early(pc)
         self.channel = pc.createDataChannel(MOTION_LABEL)
         self.channel.on("message", self._on_message)
         await pc.setLocalDescription(await pc.createOffer())
@@ -211,6 +218,10 @@ class AvatarClient:
                 message = response.text
             raise GatewayError(response.status_code, str(message), response.headers.get("retry-after"))
         return response.json() if response.content else None
+
+    def receive_counts(self) -> dict[str, int]:
+        """How this client's receivers handed frames over (frames at their marker packet, ...)."""
+        return early_delivery_counts(self.pc) if self.pc is not None else {}
 
     async def server_stats(self) -> dict:
         return await self._request("GET", f"/v1/sessions/{self.session_id}", expect=200)

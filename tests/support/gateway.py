@@ -37,17 +37,19 @@ class InProcessGateway:
 
 
 @contextlib.asynccontextmanager
-async def gateway_in_loop(model_repository: Path, **overrides):
-    """Serve the gateway from the running event loop; yields an InProcessGateway (url ends without '/')."""
+async def gateway_in_loop(model_repository: Path | None, engine=None, **overrides):
+    """Serve the gateway from the running event loop; yields an InProcessGateway (url ends without '/').
+    `engine`: an unstarted engine to serve instead of the model repository's embedded one."""
     import uvicorn
 
     from server.app import create_app
     from server.config import ServerConfig
 
-    settings = {"host": "127.0.0.1", "port": free_port(), "model_repository": Path(model_repository),
+    settings = {"host": "127.0.0.1", "port": free_port(),
+                "model_repository": Path(model_repository) if model_repository else None,
                 "ice_loopback": True, "web_root": None, **overrides}
     config = ServerConfig(**settings)
-    app = create_app(config)
+    app = create_app(config, engine)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            lifespan="on", ws="websockets-sansio"))
     task = asyncio.create_task(server.serve())
@@ -117,3 +119,54 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=15)
+
+
+@dataclass
+class ThreadGateway:
+    url: str  # ends without '/'
+    app: object
+    token: str | None
+
+    @property
+    def gateway(self):
+        return self.app.state.gateway
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+@contextlib.contextmanager
+def gateway_in_thread(model_repository: Path | None, engine=None, **overrides):
+    """Serve the gateway from a background thread (its own event loop), for synchronous tests and tools
+    that make their own requests (schemathesis, security probes); yields a ThreadGateway."""
+    import threading
+
+    import uvicorn
+
+    from server.app import create_app
+    from server.config import ServerConfig
+
+    settings = {"host": "127.0.0.1", "port": free_port(),
+                "model_repository": Path(model_repository) if model_repository else None,
+                "ice_loopback": True, "web_root": None, **overrides}
+    config = ServerConfig(**settings)
+    app = create_app(config, engine)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                                           lifespan="on", ws="websockets-sansio"))
+    thread = threading.Thread(target=server.run, name="f2f-test-gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the gateway thread ended during start-up")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError("the gateway did not start within 120 s")
+        time.sleep(0.05)
+    try:
+        yield ThreadGateway(f"http://{config.host}:{config.port}", app,
+                            config.api_tokens[0] if config.api_tokens else None)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
