@@ -472,23 +472,33 @@ def run_latency_bench(config: LatencyBenchConfig, progress=print) -> dict:
         result["gpu"] = {"available": True, "device": gpu["device"], **result.pop("avatar-gpu")}
     else:
         result["gpu"] = gpu
-    result["_samples"] = _cdf_samples(records, config.warmup_s)
+    result["cdf_ms"] = _cdf_samples(records, config.warmup_s)
     return result
 
 
+CDF_POINTS = 201  # quantiles 0, 0.5, ..., 100 %
+
+
 def _cdf_samples(records: list[SegmentRecord], warmup_s: float) -> dict:
-    """Latency samples (ms) per variant, for the plot (kept in the JSON so the plot can be redrawn)."""
-    out: dict = {}
+    """Each latency's quantiles (ms) per variant, for the CDF plot (in the JSON, so it can be redrawn)."""
+    series: dict = {}
     for record in records:
-        entry = out.setdefault(record.variant, {})
+        entry = series.setdefault(record.variant, {})
         if record.target == "echo":
-            series = {"round_trip_ms": echo_round_trip_s(record, warmup_s)}
+            values = {"round_trip_ms": echo_round_trip_s(record, warmup_s)}
         else:
-            series = {"audio_to_photon_ms": audio_to_photon_s(record, warmup_s),
+            values = {"audio_to_photon_ms": audio_to_photon_s(record, warmup_s),
                       "partner_to_photon_ms": partner_to_photon_s(record, warmup_s)}
-        for name, values in series.items():
-            entry.setdefault(name, []).extend(round(v * 1000, 1) for v in values)
-    return out
+        for name, seconds in values.items():
+            entry.setdefault(name, []).extend(seconds)
+    return {variant: {name: cdf_quantiles_ms(seconds) for name, seconds in entry.items()}
+            for variant, entry in series.items()}
+
+
+def cdf_quantiles_ms(seconds: list[float]) -> list[float]:
+    if not seconds:
+        return []
+    return [round(float(q), 1) for q in np.percentile(np.asarray(seconds) * 1000.0, np.linspace(0, 100, CDF_POINTS))]
 
 
 # -- the plot ---------------------------------------------------------------------------------------
@@ -518,9 +528,9 @@ def plot_latency_bench(result: dict, path: Path) -> None:
               ("echo", "round_trip_ms"): ("echo round trip (floor)", "k", "-"),
               ("echo-stock", "round_trip_ms"): ("echo round trip (floor, aiortc hold)", "k", ":")}
     for (variant, name), (label, colour, style) in styles.items():
-        values = np.sort(np.asarray(result.get("_samples", {}).get(variant, {}).get(name, [])))
-        if values.size:
-            cdf.plot(values, np.arange(1, values.size + 1) / values.size, style, color=colour, label=label)
+        quantiles = result.get("cdf_ms", {}).get(variant, {}).get(name, [])
+        if quantiles:
+            cdf.plot(quantiles, np.linspace(0, 1, len(quantiles)), style, color=colour, label=label)
     cdf.axvline(150, color="grey", lw=0.8, ls="--")
     cdf.text(155, 0.92, "150 ms: audio p50 target", color="grey", fontsize=7)
     cdf.set(xscale="log", xlabel="latency (ms, log scale)", ylabel="fraction of frames",
