@@ -21,6 +21,7 @@ import time
 from aiortc import RTCConfiguration, RTCIceServer, RTCRtpSender
 from aiortc.sdp import SessionDescription
 
+from f2f.rtc_loopback import allow_loopback_candidates  # noqa: F401  (re-exported)
 from server.config import IceServer
 
 log = logging.getLogger(__name__)
@@ -35,26 +36,6 @@ class OfferError(ValueError):
 def rtc_configuration(ice_servers: tuple[IceServer, ...]) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[
         RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in ice_servers])
-
-
-def allow_loopback_candidates() -> None:
-    """Make aioice gather 127.0.0.1 as well (process-wide, idempotent). The patched function is
-    marked `_f2f_loopback`, the same mark the Python client's own copy of this patch uses (the client
-    library imports nothing from the server), so either one applied first makes the other a no-op."""
-    import aioice.ice
-
-    if getattr(aioice.ice.get_host_addresses, "_f2f_loopback", False):
-        return
-    original = aioice.ice.get_host_addresses
-
-    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        addresses = original(use_ipv4, use_ipv6)
-        if use_ipv4 and "127.0.0.1" not in addresses:
-            addresses.append("127.0.0.1")
-        return addresses
-
-    with_loopback._f2f_loopback = True
-    aioice.ice.get_host_addresses = with_loopback
 
 
 def validate_offer(sdp: str, max_bytes: int) -> SessionDescription:

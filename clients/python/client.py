@@ -24,6 +24,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from f2f.rtc_early_delivery import deliver_frames_early, early_delivery_counts
+from f2f.rtc_loopback import allow_loopback_candidates  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +77,6 @@ class ClientStats:
         if len(arrivals) < 2:
             return 0.0
         return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-
-
-def allow_loopback_candidates() -> None:
-    """aioice leaves 127.0.0.1 out of its host candidates; add it (process-wide, idempotent)."""
-    import aioice.ice
-
-    if getattr(aioice.ice.get_host_addresses, "_f2f_loopback", False):
-        return
-    original = aioice.ice.get_host_addresses
-
-    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        addresses = original(use_ipv4, use_ipv6)
-        if use_ipv4 and "127.0.0.1" not in addresses:
-            addresses.append("127.0.0.1")
-        return addresses
-
-    with_loopback._f2f_loopback = True
-    aioice.ice.get_host_addresses = with_loopback
 
 
 class AvatarClient:

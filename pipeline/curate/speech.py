@@ -288,6 +288,11 @@ class PyannoteDiarizer:
     drops segments that are mostly music."""
 
     def __init__(self, config_path: str, config: SpeechConfig = SpeechConfig()):
+        import os
+
+        if not os.path.isfile(config_path):  # a hub id would be fetched: only local files are loaded
+            raise FileNotFoundError(f"F2F_PYANNOTE_PIPELINE must be a local config.yaml, got {config_path!r}")
+        os.environ["HF_HUB_OFFLINE"] = "1"  # the config's own references must resolve locally too
         try:
             from pyannote.audio import Pipeline
         except ImportError as error:  # optional dependency
@@ -327,6 +332,6 @@ def make_diarizer(config: SpeechConfig = SpeechConfig()):
     import os
 
     path = os.environ.get("F2F_PYANNOTE_PIPELINE")
-    if path and os.path.exists(path):
+    if path:
         return PyannoteDiarizer(path, config)
     return SpeakerDiarizer(config)
