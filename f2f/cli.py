@@ -88,19 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_torch_side(commands) -> None:
-    """Commands that need torch (export, init-avatar) exist only where torch is installed."""
+    """Commands that need torch (export, init-avatar, train, evaluate) exist only where torch is installed."""
     try:
         import torch  # noqa: F401
     except ImportError:
         return
     from benchmarks.cli import add_bench_parser
     from export.cli import add_export_parser, add_init_avatar_parser
-    from pipeline.train.bootstrap import add_train_bootstrap_parser
+    from pipeline.evaluate.run import add_evaluate_parser
+    from pipeline.train.run import add_train_parser
 
     add_export_parser(commands)
     add_init_avatar_parser(commands)
     add_bench_parser(commands)
-    add_train_bootstrap_parser(commands)
+    add_train_parser(commands)
+    add_evaluate_parser(commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,15 +10,24 @@ Network (a small diffusion-transformer-style velocity model over motion tokens):
               x += CrossAttn(LN x, audio tokens)            audio enters in every block
               x += gate * (LN(x) * (1 + scale) + shift)     guest video, after the audio branch
               x += FFN(LN x)
-  shift, scale, gate come from the guest projector, per block, zero-initialised: a fresh video
-  branch leaves the audio-only model unchanged (stage 2 starts from stage 1 exactly).
+  shift, scale, gate come from the guest projector, per block, with zero-initialised gates: a fresh
+  video branch leaves the audio-only model unchanged (stage 2 starts from stage 1 exactly).
 Guest encoding: visible frames are projected, invisible ones are replaced by a learned blackout
 token (the paper's black frames), then learned temporal kernels summarise the 64-frame window
-(so "0.3 s after the guest stopped talking" is expressible), and the P partners are summed (MPE).
+(initialised as windows at spread delays, so "0.3 s after the guest stopped talking" is expressible
+from the start), and the P partners are summed (MPE).
 
-Generative head: rectified flow matching. Training regresses the velocity (data - noise) at
-x_t = (1 - t) noise + t data; sampling integrates x from the given noise at t = 0 to t = 1 in a
-few Euler steps. Classifier-free guidance on the video branch only:
+Generative head: rectified flow matching. The flow's data space is per field either the motion
+standardised over the data (fast fields the audio drives: jaw, pucker, blinks) or its *increment*
+from a reference frame (the last history frame) over the data's spread of increments (`delta_std`,
+per k): head pose, smile, gaze, brows. Continuity makes the next head pose nearly the last one; in
+absolute units what matters there (a nod or tilt starting) is a sliver of the error, in increment
+units it is all of it. A reference's placement (tx, ty, scale) far outside the data's range (a
+session starting from `f2f.motion.neutral_vector()`, a fifth of the frame high) is replaced by the
+data mean.
+Training regresses the velocity (data - noise) at x_t = (1 - t) noise + t data; sampling integrates
+x from the given noise at t = 0 to t = 1 in a few Euler steps. Classifier-free guidance on the video
+branch only:
   v = v_audio + lambda_video * (v_video - v_audio)
 so lambda_video = 0 is exactly the audio-only avatar.
 """
@@ -31,15 +40,21 @@ import torch
 from torch import nn
 
 from f2f.avatar_spec import AvatarSpec
+from f2f.motion import FIELD_INDEX
 from models.layers import Attention, FeedForward, timestep_embedding
 
 
+HISTORY_CLAMP = 8.0  # normalised units
+ABSOLUTE_FIELDS = ("jawOpen", "mouthPucker", "eyeBlinkLeft", "eyeBlinkRight")  # fast: the flow models their values
+REFERENCE_RANGE = 6.0  # a reference field further than this many std from the data mean is replaced by the mean
+
+
 @dataclass(frozen=True)
-class MotionGeneratorConfig:
-    width: int = 128
+class MotionGeneratorConfig:  # defaults: the default avatar's sizes
+    width: int = 96
     layers: int = 4
     heads: int = 4
-    guest_kernels: int = 8  # learned temporal summaries of the guest window
+    guest_kernels: int = 16  # learned temporal summaries of the guest window
     sampling_steps: int = 4  # Euler steps of the flow at inference
 
 
@@ -69,6 +84,16 @@ class AudioEncoder(nn.Module):
         return self.conv(x.transpose(1, 2)).transpose(1, 2) + self.position  # (B, M, W)
 
 
+def recency_kernels(count: int, frames: int) -> torch.Tensor:
+    """Initial kernel logits: Gaussian windows centred at delays spread over the window (newest frames
+    densest), so the summaries start out time-resolved ("what the guest did 0.2 s ago") rather than
+    as plain averages that hide when a cue happened.  -> (count, frames)"""
+    delay = torch.arange(frames - 1, -1, -1, dtype=torch.float32)  # slot g is `delay` frames before now
+    centres = (frames - 1) * torch.linspace(0.0, 1.0, count) ** 1.5
+    width = 1.0 + 0.5 * torch.gradient(centres)[0] if count > 1 else torch.tensor([frames / 2.0])
+    return -0.5 * ((delay[None] - centres[:, None]) / width[:, None]) ** 2
+
+
 class GuestProjector(nn.Module):
     """Guest features (B, P, G, D) + visibility (B, P, G) -> per-block shift/scale/gate (B, L, 3, W)."""
 
@@ -80,11 +105,17 @@ class GuestProjector(nn.Module):
         self.embed = nn.Linear(spec.guest_feature_dim, width)
         self.blackout = nn.Parameter(torch.zeros(width))
         self.position = nn.Parameter(torch.zeros(spec.guest_context_frames, width))
-        self.kernels = nn.Parameter(torch.zeros(config.guest_kernels, spec.guest_context_frames))
+        self.kernels = nn.Parameter(recency_kernels(config.guest_kernels, spec.guest_context_frames))
         self.summarise = nn.Sequential(nn.Linear(config.guest_kernels * width, width), nn.GELU(), nn.Linear(width, width))
         self.to_modulation = nn.Linear(width, config.layers * 3 * width)
-        nn.init.zeros_(self.to_modulation.weight)
+        # Zero gates: a fresh branch leaves every block as the audio-only model. Shift and scale
+        # start small and random rather than zero too: with both the gate and the shift at zero the
+        # gate's gradient sees only LN(x), not the guest, and on real clips the branch learned
+        # nothing from a smile or a tilt; with a guest-dependent shift the gate opens to it.
+        nn.init.normal_(self.to_modulation.weight, std=0.02)
         nn.init.zeros_(self.to_modulation.bias)
+        with torch.no_grad():
+            self.to_modulation.weight.view(config.layers, 3, width, width)[:, 2] = 0.0
 
     def forward(self, guest_features: torch.Tensor, guest_visible: torch.Tensor) -> torch.Tensor:
         batch, partners, frames, _ = guest_features.shape
@@ -139,25 +170,48 @@ class MotionGenerator(nn.Module):
         self.register_buffer("causal_mask", causal, persistent=False)
         self.register_buffer("motion_mean", torch.zeros(spec.motion_dim))
         self.register_buffer("motion_std", torch.ones(spec.motion_dim))
+        self.register_buffer("delta_std", torch.ones(spec.frames_per_step, spec.motion_dim))
+        increments = torch.ones(spec.motion_dim)
+        increments[[FIELD_INDEX[name] for name in ABSOLUTE_FIELDS]] = 0.0
+        self.register_buffer("increment_fields", increments)  # 1: flow over increments, 0: standardised
+        placement = torch.zeros(spec.motion_dim)
+        placement[[FIELD_INDEX[name] for name in ("tx", "ty", "scale")]] = 1.0
+        self.register_buffer("placement_fields", placement, persistent=False)  # where a session's start is off
         nn.init.normal_(self.position, std=0.02)
 
     # --- normalisation: the network works on standardised motion --------------------------
     def normalise(self, motion: torch.Tensor) -> torch.Tensor:
         return (motion - self.motion_mean) / self.motion_std
 
-    def denormalise(self, motion: torch.Tensor) -> torch.Tensor:
-        return motion * self.motion_std + self.motion_mean
+    def reference(self, motion_history: torch.Tensor) -> torch.Tensor:
+        """The frame increments are measured from: (B, H, 15) -> (B, 1, 15)."""
+        last = motion_history[:, -1:]
+        far = (self.normalise(last).abs() > REFERENCE_RANGE) & (self.placement_fields > 0)
+        return torch.where(far, self.motion_mean, last)
+
+    def to_flow(self, motion: torch.Tensor, motion_history: torch.Tensor) -> torch.Tensor:
+        """Motion (B, K, 15) -> the flow's data space (increments or standardised, per field)."""
+        increment = (motion - self.reference(motion_history)) / self.delta_std
+        return torch.where(self.increment_fields > 0, increment, self.normalise(motion))
+
+    def to_motion(self, x: torch.Tensor, motion_history: torch.Tensor) -> torch.Tensor:
+        """The flow's sample (B, K, 15) -> motion (B, K, 15)."""
+        increment = self.reference(motion_history) + x * self.delta_std
+        return torch.where(self.increment_fields > 0, increment, x * self.motion_std + self.motion_mean)
 
     # --- the pieces training uses -----------------------------------------------------------
     def condition(self, audio_mel, guest_features, guest_visible, motion_history) -> Conditioning:
+        # A session's history starts far from the data (f2f.motion.neutral_vector): bounded, so the
+        # first steps see a large but finite offset and leave it (training shows them that start too).
+        history = self.normalise(motion_history).clamp(-HISTORY_CLAMP, HISTORY_CLAMP)
         return Conditioning(
             audio=self.audio_encoder(audio_mel),
-            history=self.embed_history(self.normalise(motion_history)),
+            history=self.embed_history(history),
             modulation=self.guest_projector(guest_features, guest_visible),
         )
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, video_on: torch.Tensor) -> torch.Tensor:
-        """Flow velocity at normalised motion x_t (B, K, 15), time t (B,); video_on (B,) is 1 to
+        """Flow velocity at x_t (B, K, 15) (flow space, `to_flow`), time t (B,); video_on (B,) is 1 to
         apply the guest branch and 0 for the audio-only path (guidance dropout) -> (B, K, 15)."""
         time = self.embed_time(timestep_embedding(t, self.config.width))[:, None, :]  # (B, 1, W)
         target = self.embed_target(x_t) + time  # (B, K, W)
@@ -188,4 +242,4 @@ class MotionGenerator(nn.Module):
             v_audio, v_video = v_both[:batch], v_both[batch:]
             v = v_audio + lambda_video[:, :, None] * (v_video - v_audio)
             x = x + v / steps
-        return self.denormalise(x)
+        return self.to_motion(x, motion_history)

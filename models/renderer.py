@@ -21,11 +21,11 @@ BASE_SIZE = 8
 
 
 @dataclass(frozen=True)
-class RendererConfig:
-    hidden: int = 256
+class RendererConfig:  # defaults: the default avatar's sizes
+    hidden: int = 128
     # Channels of the 8x8 map and of each doubling stage, largest first; the last entry is reused
     # for any further stage so one config serves 256 and 512 outputs.
-    channels: tuple[int, ...] = (128, 96, 64, 32, 16, 8)
+    channels: tuple[int, ...] = (64, 64, 48, 32, 16, 8)
 
 
 def _coordinates(size: int, device: torch.device) -> torch.Tensor:

@@ -1,2 +1,3 @@
-"""Training of the avatar networks (torch). `bootstrap`: the interim default avatar, trained on data
-generated straight from the synthetic world's components (host voice + host face), audio path only."""
+"""Training of the avatar networks (torch): `f2f train` (`run.py`) reads a curated dataset (`data.py`),
+assembles windows as serving does (`windows.py`) and runs the stages (`stages.py`) with one resumable
+loop (`loop.py`). See docs/model.md."""

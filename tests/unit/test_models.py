@@ -65,7 +65,7 @@ def test_guidance_at_lambda_zero_is_the_audio_only_path():
         steps = net.config.sampling_steps
         for i in range(steps):
             x = x + net.velocity(x, torch.full((3,), i / steps), cond, torch.zeros(3)) / steps
-        audio_only = net.denormalise(x)
+        audio_only = net.to_motion(x, inputs["motion_history"])
         with_video = net(**dict(inputs, lambda_video=torch.ones(3, 1)))
     assert torch.allclose(guided, audio_only, atol=1e-6)
     assert not torch.allclose(guided, with_video, atol=1e-4), "the video branch should matter at lambda 1"
@@ -86,3 +86,34 @@ def test_bad_checkpoints_fail_clearly(tmp_path):
         load_avatar(tmp_path)
     with pytest.raises(ValueError, match="lookahead"):
         AvatarSpec(lookahead_frames=3)
+
+
+def test_guest_encoder_ignores_the_partner_framing_and_splits_for_training():
+    """tx, ty, scale of the partner's geometry depend on the camera (webcam frame vs curated crop):
+    the encoder does not read them; `appearance` + `from_appearance` is the forward."""
+    avatar = random_avatar(tiny_config(), seed=4)
+    inputs = example_inputs(avatar.spec, GUEST_ENCODER, 3)
+    moved = inputs["face_geometry"].clone()
+    moved[:, 3:6] += torch.tensor([0.3, -0.2, 0.4])  # tx, ty, scale
+    with torch.no_grad():
+        feature = avatar.guest_encoder(**inputs)
+        assert torch.equal(feature, avatar.guest_encoder(inputs["face_crop"], moved))
+        split = avatar.guest_encoder.from_appearance(avatar.guest_encoder.appearance(inputs["face_crop"]),
+                                                     inputs["face_geometry"])
+    assert torch.allclose(feature, split, atol=1e-6)
+
+
+def test_a_session_starting_from_the_neutral_vector_is_referred_to_the_data():
+    """Increments are measured from the last history frame, except a placement far outside the data
+    (the gateway's neutral_vector start, a fifth of the frame high): then from the data mean."""
+    from f2f.motion import FIELD_INDEX, neutral_vector
+
+    net = random_avatar(tiny_config(), seed=1).motion_generator
+    net.motion_mean[FIELD_INDEX["scale"]] = 0.6
+    net.motion_std[FIELD_INDEX["scale"]] = 0.02
+    history = torch.from_numpy(neutral_vector()).repeat(1, 6, 1)
+    reference = net.reference(history)[0, 0]
+    assert float(reference[FIELD_INDEX["scale"]]) == pytest.approx(0.6)
+    assert float(reference[FIELD_INDEX["yaw"]]) == 0.0  # in range: the history's own value
+    x = torch.randn(1, 1, 15)
+    assert torch.allclose(net.to_flow(net.to_motion(x, history), history), x, atol=1e-4)

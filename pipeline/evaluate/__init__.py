@@ -1,0 +1,1 @@
+"""Evaluation of avatars on the curated test split (`f2f evaluate`)."""

@@ -1,0 +1,386 @@
+"""`f2f evaluate CHECKPOINT --out DIR`: the avatar on the curated test split -> DIR/eval.json + plots.
+
+Every test clip is generated as a gateway session would run it (`pipeline.train.windows.rollout`:
+from a neutral history, host audio = the clip's host-gated audio, partner = the clip's guest video
+through the guest encoder), for each guidance scale of the sweep and a few noise seeds (the same
+noise for every scale). Then:
+- reactivity (`pipeline.evaluate.reactivity`): precision / recall / F1 of responses to the synthetic
+  world's guest cues, per rule and overall, and time-lagged cross-correlations;
+- lip-sync: the generated frames are rendered, the face mesh measures jawOpen on them, and that is
+  correlated with the ground truth's jawOpen at offsets -5..5 frames (best offset reported);
+- mouth landmark distance: lip landmarks (head frame, eye spans) of rendered vs real host frames;
+- identity: dlib descriptors of rendered frames vs the mean descriptor of real host frames;
+- face found (face mesh) on rendered frames; PSNR / SSIM of rendered vs real canonical host frames,
+  for the generated motion and for the renderer alone (real motion: reconstruction);
+- per-frame compute of the exported networks (onnxruntime, batch 1).
+Headline keys (the issue's acceptance): lipsync_corr, lipsync_offset_frames, reaction_f1,
+reaction_f1_audio_only, identity_distance, face_detect_rate, psnr, ssim, cfg_sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from f2f.motion import FIELD_INDEX
+from models.avatar import Avatar, load_avatar
+from pipeline.evaluate import plots
+from pipeline.evaluate.face_metrics import IdentityEncoder, measure_mesh, mouth_landmark_distance, psnr, ssim
+from pipeline.evaluate.ground_truth import clip_truth
+from pipeline.evaluate.reactivity import RULE_NAMES, Counts, clip_cues, score_clip, summarise, tlcc
+from pipeline.train.data import Clip, DataConfig, HostFraming, load_dataset
+from pipeline.train.windows import ClipInputs, rollout, rollout_noise
+
+EVAL_FILE = "eval.json"
+LIPSYNC_OFFSETS = np.arange(-5, 6)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
+    seeds: int = 3  # noise draws per scale (reactivity counts pool over them)
+    sweep_render_clips: int = 10  # clips rendered at every scale for the sweep's lip-sync column
+    identity_stride: int = 3  # every n-th rendered frame goes through dlib
+    latency_calls: int = 200  # 0: skip the per-frame compute measurement
+    split: str = "test"
+    max_clips: int | None = None
+    threads: int = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def data_config_of(avatar: Avatar) -> DataConfig:
+    """The data settings the avatar was trained with (its notes), so evaluation prepares clips alike."""
+    notes = avatar.config.notes
+    stored = dict(notes.get("data", {}))
+    framing = HostFraming(**(stored.pop("framing", None) or notes.get("framing") or {}))
+    known = {f.name for f in dataclasses.fields(DataConfig)} - {"framing"}
+    return DataConfig(framing=framing, **{k: v for k, v in stored.items() if k in known})
+
+
+@torch.no_grad()
+def guest_features(avatar: Avatar, clip: Clip, chunk: int = 256) -> np.ndarray:
+    """The guest encoder's feature of every visible partner frame (serving's crop + geometry). (N, D)"""
+    out = np.zeros((clip.num_frames, avatar.spec.guest_feature_dim), np.float32)
+    frames = np.flatnonzero(clip.guest_visible)
+    for i in range(0, len(frames), chunk):
+        index = frames[i:i + chunk]
+        crops = torch.from_numpy(np.asarray(clip.guest_crops[index]).astype(np.float32) / 255.0)
+        out[index] = avatar.guest_encoder(crops, torch.from_numpy(clip.guest_geometry[index])).numpy()
+    return out
+
+
+@torch.no_grad()
+def render(avatar: Avatar, motion: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """(N, 15) -> (N, F, F, 3) uint8 RGB, one frame per renderer call row (K = 1 rows)."""
+    out = []
+    for i in range(0, len(motion), chunk):
+        frames = avatar.renderer(torch.from_numpy(motion[i:i + chunk].astype(np.float32))[:, None])[:, 0]
+        out.append((frames.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def offset_curve(measured: list[np.ndarray], truth: list[np.ndarray]) -> np.ndarray:
+    """corr(measured[n], truth[n - d]) for d in LIPSYNC_OFFSETS (positive d: the video lags)."""
+    curve = []
+    for d in LIPSYNC_OFFSETS:
+        a, b = [], []
+        for m, t in zip(measured, truth):
+            n = len(m)
+            if d >= 0:
+                a.append(m[d:]), b.append(t[: n - d])
+            else:
+                a.append(m[: n + d]), b.append(t[-d:])
+        curve.append(_corr(np.concatenate(a), np.concatenate(b)))
+    return np.asarray(curve)
+
+
+def lipsync(measured: list[np.ndarray], truth: list[np.ndarray]) -> dict:
+    curve = offset_curve(measured, truth)
+    best = int(np.nanargmax(curve)) if np.isfinite(curve).any() else int(np.where(LIPSYNC_OFFSETS == 0)[0][0])
+    zero = int(np.where(LIPSYNC_OFFSETS == 0)[0][0])
+    return {"corr": round(float(curve[best]), 4), "offset_frames": int(LIPSYNC_OFFSETS[best]),
+            "corr_at_zero": round(float(curve[zero]), 4), "curve": np.round(np.nan_to_num(curve), 4).tolist()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: EvalConfig = EvalConfig(),
+             cache: Path | None = None, quiet: bool = False) -> dict:
+    started = time.perf_counter()
+    torch.set_num_threads(config.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    avatar = load_avatar(checkpoint)
+    spec, notes = avatar.spec, avatar.config.notes
+    dataset = Path(dataset or notes.get("dataset") or "")
+    if not (dataset / "manifest.jsonl").is_file():
+        raise FileNotFoundError(f"no curated dataset at {dataset!s}: pass --data")
+    cache = cache or Path("build/eval_cache")
+    data = load_dataset(dataset, cache, spec, data_config_of(avatar), (config.split,), quiet=quiet,
+                        with_meta=True, limit=config.max_clips)
+    clips = data.clips
+    truths = [clip_truth(c.record, c.meta, data.root) for c in clips]
+    keep = [i for i, t in enumerate(truths) if t is not None]
+    if not keep:
+        raise ValueError(f"{dataset}: the {config.split} clips have no synthetic ground truth to evaluate against")
+    clips, truths = [clips[i] for i in keep], [truths[i] for i in keep]
+    default = float(notes.get("default_lambda_video", 1.0))
+    lambdas = sorted(set(config.lambdas) | {0.0, default})
+    timings: dict[str, float] = {}
+
+    # 1. Generation: every clip x scale x seed, from the same noise per seed.
+    t0 = time.perf_counter()
+    inputs = [ClipInputs(c.mel, guest_features(avatar, c), c.guest_visible) for c in clips]
+    longest = max(c.num_frames for c in clips)
+    motions: dict[float, list[list[np.ndarray]]] = {lam: [] for lam in lambdas}  # [seed][clip]
+    for seed in tqdm(range(config.seeds), desc="generate", unit="seed", disable=quiet):
+        noise = rollout_noise(len(clips), longest, spec, seed)
+        batch_inputs = [x for _ in lambdas for x in inputs]
+        batch_noise = np.concatenate([noise] * len(lambdas))
+        scales = [lam for lam in lambdas for _ in inputs]
+        result = rollout(avatar.motion_generator, batch_inputs, scales, batch_noise)
+        for j, lam in enumerate(lambdas):
+            motions[lam].append(result[j * len(clips):(j + 1) * len(clips)])
+    timings["generate_s"] = time.perf_counter() - t0
+
+    # 2. Reactivity at every scale, and on the measured host motion (what the data itself shows).
+    t0 = time.perf_counter()
+    cues = [clip_cues(t, c.guest_visible, i) for i, (t, c) in enumerate(zip(truths, clips))]
+    rules = truths[0].rules
+
+    def reactivity(tracks: list[list[np.ndarray]]) -> dict:
+        per_rule = {rule: Counts() for rule in RULE_NAMES}
+        for seed_tracks in tracks:
+            for motion, clip_cue in zip(seed_tracks, cues):
+                for rule, counts in score_clip(motion, clip_cue, rules).items():
+                    per_rule[rule].add(counts)
+        return summarise(per_rule)
+
+    reactions = {lam: reactivity(motions[lam]) for lam in lambdas}
+    measured_host = reactivity([[c.host_motion for c in clips]])
+    detector = {rule: {"found": sum(c.ground_truth_found[rule][0] for c in cues),
+                       "reacted_and_observable": sum(c.ground_truth_found[rule][1] for c in cues)}
+                for rule in RULE_NAMES}
+    correlations = {"default": tlcc(motions[default][0], cues, truths), "audio_only": tlcc(motions[0.0][0], cues, truths),
+                    "ground_truth": tlcc([t.host_motion for t in truths], cues, truths)}
+    timings["reactivity_s"] = time.perf_counter() - t0
+
+    # 3. Rendered frames of the default scale: face mesh, lip-sync, identity, image metrics.
+    t0 = time.perf_counter()
+    jaw = FIELD_INDEX["jawOpen"]
+    identity = IdentityEncoder()
+    found, measured_jaw, truth_jaw, lmd, lmd_recon = [], [], [], [], []
+    rendered_ids, reference_ids = [], []
+    image_pairs = {"generated": [], "reconstruction": []}
+    examples = []
+    for c, truth, motion in tqdm(list(zip(clips, truths, motions[default][0])), desc="render", unit="clip",
+                                 disable=quiet):
+        frames = render(avatar, motion)
+        mesh = measure_mesh(frames)
+        found.append(mesh.found)
+        measured_jaw.append(np.where(mesh.found, mesh.motion[:, jaw], np.nan))
+        truth_jaw.append(truth.host_motion[:, jaw])
+        real_ok = np.flatnonzero(c.host_render_ok)
+        if len(real_ok):
+            real = np.asarray(c.host_frames[real_ok])
+            real_mesh = measure_mesh(real)
+            sub = dataclasses.replace(mesh, found=mesh.found[real_ok], motion=mesh.motion[real_ok],
+                                      lips=mesh.lips[real_ok], boxes=mesh.boxes[real_ok])
+            lmd.append((mouth_landmark_distance(sub, real_mesh), int((sub.found & real_mesh.found).sum())))
+            recon = render(avatar, c.host_motion[real_ok])
+            recon_mesh = measure_mesh(recon)
+            lmd_recon.append((mouth_landmark_distance(recon_mesh, real_mesh), int((recon_mesh.found & real_mesh.found).sum())))
+            image_pairs["generated"].append((frames[real_ok], real))
+            image_pairs["reconstruction"].append((recon, real))
+            stride = slice(None, None, config.identity_stride)
+            reference_ids.append(identity.encode(real[stride], real_mesh.boxes[stride]))
+            if len(examples) < 6:
+                examples.append((real[len(real) // 2], frames[real_ok[len(real) // 2]], recon[len(real) // 2]))
+        stride = slice(None, None, config.identity_stride)
+        rendered_ids.append(identity.encode(frames[stride], mesh.boxes[stride]))
+    timings["render_s"] = time.perf_counter() - t0
+
+    lip = lipsync(measured_jaw, truth_jaw)
+    reference = np.concatenate(reference_ids) if reference_ids else np.zeros((0, 128))
+    rendered = np.concatenate(rendered_ids) if rendered_ids else np.zeros((0, 128))
+    centre = reference.mean(axis=0) if len(reference) else None
+    identity_distance = float(np.linalg.norm(rendered - centre, axis=1).mean()) if centre is not None and len(rendered) else None
+    reference_spread = float(np.linalg.norm(reference - centre, axis=1).mean()) if centre is not None else None
+
+    def pooled(pairs, metric):
+        if not pairs:
+            return None
+        weights = [len(a) for a, _ in pairs]
+        return float(np.average([metric(a, b) for a, b in pairs], weights=weights))
+
+    def weighted(items):
+        items = [(v, n) for v, n in items if v is not None and n]
+        return float(np.average([v for v, _ in items], weights=[n for _, n in items])) if items else None
+
+    # 4. The sweep's lip-sync column: a subset of clips rendered at every scale (seed 0).
+    t0 = time.perf_counter()
+    subset = list(range(min(config.sweep_render_clips, len(clips))))
+    sweep = []
+    for lam in tqdm(lambdas, desc="sweep", unit="scale", disable=quiet):
+        m_jaw, t_jaw = [], []
+        for i in subset:
+            mesh = measure_mesh(render(avatar, motions[lam][0][i]))
+            m_jaw.append(np.where(mesh.found, mesh.motion[:, jaw], np.nan))
+            t_jaw.append(truths[i].host_motion[:, jaw])
+        lip_lam = lipsync(m_jaw, t_jaw)
+        generated = [m for seed in motions[lam] for m in seed]
+        gt_jaw = [t.host_motion[:, jaw] for _ in motions[lam] for t in truths]
+        head = np.mean([np.abs(np.diff(m[:, :3], axis=0)).mean() for m in generated])
+        r = reactions[lam]
+        sweep.append({
+            "lambda_video": lam, "reaction_f1": r["f1"], "reaction_precision": r["precision"],
+            "reaction_recall": r["recall"], "reaction_f1_per_rule": {k: v["f1"] for k, v in r["per_rule"].items()},
+            "lipsync_corr": lip_lam["corr"], "lipsync_offset_frames": lip_lam["offset_frames"],
+            "jaw_corr_motion": round(_corr(np.concatenate([m[:, jaw] for m in generated]), np.concatenate(gt_jaw)), 4),
+            "head_rotation_deg_per_frame": round(float(head), 4),
+        })
+    timings["sweep_s"] = time.perf_counter() - t0
+
+    # 5. Per-frame compute.
+    latency = None
+    if config.latency_calls:
+        from pipeline.evaluate.latency import measure_latency
+
+        t0 = time.perf_counter()
+        latency = measure_latency(Path(checkpoint), calls=config.latency_calls)
+        timings["latency_s"] = time.perf_counter() - t0
+
+    found_all = np.concatenate(found)
+    frames_total = int(sum(c.num_frames for c in clips))
+    result = {
+        "checkpoint": str(checkpoint), "dataset": str(dataset), "split": config.split, "clips": len(clips),
+        "frames": frames_total, "episodes": sorted({c.record.episode for c in clips}),
+        "lambda_video_default": default, "seeds": config.seeds,
+        "lipsync_corr": lip["corr"], "lipsync_offset_frames": lip["offset_frames"],
+        "lipsync_corr_at_zero_offset": lip["corr_at_zero"], "lipsync_offset_curve": dict(zip(LIPSYNC_OFFSETS.tolist(), lip["curve"])),
+        "jaw_corr_motion": next(s["jaw_corr_motion"] for s in sweep if s["lambda_video"] == default),
+        "mouth_landmark_distance": _round(weighted(lmd)),
+        "mouth_landmark_distance_reconstruction": _round(weighted(lmd_recon)),
+        "reaction_f1": reactions[default]["f1"], "reaction_precision": reactions[default]["precision"],
+        "reaction_recall": reactions[default]["recall"],
+        "reaction_f1_audio_only": reactions[0.0]["f1"], "reaction_precision_audio_only": reactions[0.0]["precision"],
+        "reaction_recall_audio_only": reactions[0.0]["recall"],
+        "reaction_per_rule": reactions[default]["per_rule"], "reaction_per_rule_audio_only": reactions[0.0]["per_rule"],
+        "reaction_f1_measured_host_motion": measured_host["f1"],
+        "reaction_detector_on_ground_truth": detector,
+        "tlcc": {k: {rule: {"peak_corr": v[rule]["peak_corr"], "peak_lag_s": v[rule]["peak_lag_s"]} for rule in v}
+                 for k, v in correlations.items()},
+        "identity_distance": _round(identity_distance), "identity_distance_reference_spread": _round(reference_spread),
+        "identity_frames": {"rendered": int(len(rendered)), "reference": int(len(reference))},
+        "face_detect_rate": round(float(found_all.mean()), 4),
+        "psnr": _round(pooled(image_pairs["generated"], psnr), 2), "ssim": _round(pooled(image_pairs["generated"], ssim)),
+        "psnr_reconstruction": _round(pooled(image_pairs["reconstruction"], psnr), 2),
+        "ssim_reconstruction": _round(pooled(image_pairs["reconstruction"], ssim)),
+        "cfg_sweep": sweep,
+        "latency_ms": latency,
+        "guest_match": round(float(np.mean([t.guest_match for t in truths])), 3),
+        "config": asdict(config),
+    }
+    figures = plots.write_all(out, result, correlations, examples, clips, truths, motions, default)
+    timings["total_s"] = time.perf_counter() - started
+    result["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    result["plots"] = [p.name for p in figures]
+    result = _finite(result)
+    tmp = out / (EVAL_FILE + ".partial")
+    tmp.write_text(json.dumps(result, indent=2, default=float, allow_nan=False) + "\n")
+    os.replace(tmp, out / EVAL_FILE)
+    return result
+
+
+def _finite(value):
+    """NaN (a correlation over constant values, nothing measured) -> None, so eval.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _round(value, digits: int = 4):
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def add_evaluate_parser(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="evaluate an avatar on the curated test split: eval.json + plots",
+        description="Generates every test clip as a gateway session would, for a sweep of lambda_video, and "
+                    "measures lip-sync (face mesh on rendered frames vs ground truth), reactivity to the "
+                    "synthetic world's guest cues (precision/recall/F1, lagged cross-correlation), identity "
+                    "(dlib), face detection, PSNR/SSIM and the exported networks' per-frame compute.")
+    parser.add_argument("checkpoint", type=Path, help="avatar checkpoint directory")
+    parser.add_argument("--out", type=Path, required=True, help="folder for eval.json and the plots")
+    parser.add_argument("--data", type=Path, default=None, help="curated dataset (default: the one it was trained on)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--lambdas", default=",".join(str(v) for v in EvalConfig.lambdas),
+                        help="guidance scales of the sweep, comma-separated")
+    parser.add_argument("--seeds", type=int, default=EvalConfig.seeds)
+    parser.add_argument("--max-clips", type=int, default=None)
+    parser.add_argument("--sweep-render-clips", type=int, default=EvalConfig.sweep_render_clips)
+    parser.add_argument("--latency-calls", type=int, default=EvalConfig.latency_calls, help="0 skips it")
+    parser.add_argument("--cache", type=Path, default=None, help="prepared-clip cache (default build/eval_cache)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    config = EvalConfig(lambdas=tuple(float(v) for v in args.lambdas.split(",") if v), seeds=args.seeds,
+                        sweep_render_clips=args.sweep_render_clips, latency_calls=args.latency_calls,
+                        split=args.split, max_clips=args.max_clips, threads=args.threads)
+    result = evaluate(args.checkpoint, args.out, args.data, config, args.cache, args.quiet)
+    headline = ("lipsync_corr", "lipsync_offset_frames", "reaction_f1", "reaction_f1_audio_only", "identity_distance",
+                "face_detect_rate", "psnr", "ssim")
+    print(json.dumps({k: result[k] for k in headline}, indent=2))
+    print(f"eval.json: {args.out / EVAL_FILE}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate.run")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_evaluate_parser(commands)
+    args = parser.parse_args(["evaluate", *(argv if argv is not None else sys.argv[1:])])
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

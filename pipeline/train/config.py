@@ -1,0 +1,137 @@
+"""Configuration of `f2f train`: the avatar's sizes, the data, and each stage's loop and augmentations."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+
+from f2f.avatar_spec import AvatarSpec
+from models.avatar import AvatarConfig, tiny_config
+from models.guest_encoder import GuestEncoderConfig
+from models.motion_generator import MotionGeneratorConfig
+from models.renderer import RendererConfig
+from pipeline.train.data import DataConfig
+from pipeline.train.loop import LoopConfig
+
+
+def default_avatar_config(name: str = "default") -> AvatarConfig:
+    """The default avatar's sizes: ~1.8 M parameters (~7 MiB float32) and a per-frame cost within the
+    25 ms CPU budget at 256x256 (the model card has the measured figures)."""
+    return AvatarConfig(name=name, spec=AvatarSpec(), guest_encoder=GuestEncoderConfig(),
+                        motion_generator=MotionGeneratorConfig(), renderer=RendererConfig())
+
+
+@dataclass(frozen=True)
+class AudioAugment:
+    """Host audio as the gateway may receive it: another level, a noise floor, another voice."""
+
+    gain_range: tuple[float, float] = (0.25, 2.0)  # amplitude, log-uniform
+    noise_probability: float = 0.5
+    noise_range: tuple[float, float] = (1e-4, 3e-3)  # white-noise std, log-uniform
+    warp_probability: float = 0.5  # mel-axis stretch (vocal tract length): the mouth must not hinge on one voice
+    warp_range: tuple[float, float] = (0.9, 1.1)
+
+
+@dataclass(frozen=True)
+class GuestPretrainConfig:
+    """The guest encoder's CNN learns to read the partner's pose and expression from the crop (the
+    mesh's geometry is the target), then is frozen, as the paper's I3D."""
+
+    loop: LoopConfig = LoopConfig(steps=300, batch_size=64, lr=2e-3, warmup_steps=20, ema_decay=0.98,
+                                  checkpoint_every=100, seed=21)
+
+
+@dataclass(frozen=True)
+class MotionStageConfig:
+    loop: LoopConfig = LoopConfig()
+    audio: AudioAugment = AudioAugment()
+    # History noise (std U(0, max) per window): large on the mouth, which must come from the audio
+    # (in data standard deviations); small elsewhere, where continuity is what the history is for
+    # (standardised fields: data std; increment fields: increment std), so that a rollout's own small
+    # errors are familiar.
+    history_noise_max: float = 0.5
+    history_noise_other_max: float = 0.1
+    history_noise_increment_max: float = 0.5
+    # The gateway starts a session's history at f2f.motion.neutral_vector(), far from this avatar's
+    # framing: some windows get their first 1..H history frames replaced by it.
+    history_reset_probability: float = 0.03
+    mouth_weight: float = 2.0
+    reaction_weight: float = 1.0  # loss weight of the fields reactions move (head pose, smile, gaze)
+    # Windows drawn with probability 1 + dynamic_sampling * (how much the reaction fields change in
+    # the next 0.4 s, relative to the mean): reactions are rare moments among mostly still listening.
+    dynamic_sampling: float = 0.0
+    # ... and that probability times this where the host listens (the rules apply only then; while
+    # he talks, his head moves with his own speech and no reaction is due).
+    listening_weight: float = 1.0
+    # Stage 2: guest-context dropout. The whole window is marked invisible (what the gateway sends
+    # when no partner face is seen), so the branch learns the no-partner condition; the unconditional
+    # side of guidance is the frozen stage-1 audio-only path itself.
+    guest_dropout: float = 0.15
+
+
+@dataclass(frozen=True)
+class RendererStageConfig:
+    loop: LoopConfig = LoopConfig(steps=1500, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=50,
+                                  ema_decay=0.98, checkpoint_every=100, seed=31)
+    # Small shifts and zooms of the canonical frame (the motion's tx, ty, scale follow), so the
+    # renderer honours those fields.
+    jitter_probability: float = 0.3
+    jitter_shift: float = 0.03  # fraction of the frame
+    jitter_scale: float = 0.06  # relative
+    face_weight: float = 2.0  # extra L1 weight inside the face, more on the mouth and eyes
+    mouth_weight: float = 4.0
+    eye_weight: float = 2.0
+    gradient_weight: float = 1.0  # L1 on image gradients (sharp edges)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    avatar: AvatarConfig = field(default_factory=default_avatar_config)
+    data: DataConfig = DataConfig()
+    guest: GuestPretrainConfig = GuestPretrainConfig()
+    stage1: MotionStageConfig = MotionStageConfig(
+        loop=LoopConfig(steps=1500, batch_size=128, lr=1e-3, warmup_steps=100, ema_decay=0.995,
+                        checkpoint_every=250, seed=7))
+    stage2: MotionStageConfig = MotionStageConfig(
+        loop=LoopConfig(steps=3000, batch_size=128, lr=2e-3, warmup_steps=50, ema_decay=0.995,
+                        checkpoint_every=250, seed=17),
+        mouth_weight=0.5, reaction_weight=3.0, dynamic_sampling=4.0, listening_weight=4.0)
+    renderer: RendererStageConfig = RendererStageConfig()
+    default_lambda_video: float = 1.0
+    threads: int = 2
+    # The splits trained on: nothing selects models on "val", so its clips train too (test stays out).
+    splits: tuple[str, ...] = ("train", "val")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["avatar"] = self.avatar.to_dict()
+        return data
+
+
+def tiny_train_config() -> TrainConfig:
+    """Seconds-scale settings for tests and smoke runs: tiny networks, a few steps per stage."""
+    tiny = dataclasses.replace(tiny_config("tiny"), notes={})
+
+    def loop(steps, batch, seed):
+        return LoopConfig(steps=steps, batch_size=batch, lr=2e-3, warmup_steps=2, ema_decay=0.9,
+                          checkpoint_every=max(steps // 2, 1), log_every=2, seed=seed)
+
+    return TrainConfig(
+        avatar=tiny,
+        data=DataConfig(min_target_face_px=16.0, min_render_face_px=32.0),  # small test episodes (640x360)
+        guest=GuestPretrainConfig(loop=loop(6, 16, 1)),
+        stage1=MotionStageConfig(loop=loop(12, 32, 2)),
+        stage2=MotionStageConfig(loop=loop(12, 32, 3)),
+        renderer=RendererStageConfig(loop=loop(8, 4, 4)),
+    )
+
+
+def with_steps(config: TrainConfig, **steps: int | None) -> TrainConfig:
+    """Override the step count of stages by name (guest, stage1, stage2, renderer)."""
+    for name, value in steps.items():
+        if value is None:
+            continue
+        stage = getattr(config, name)
+        config = dataclasses.replace(config, **{name: dataclasses.replace(
+            stage, loop=dataclasses.replace(stage.loop, steps=value))})
+    return config

@@ -1,0 +1,196 @@
+"""The training stages learn what they should, on tiny models and tiny synthetic clips (seconds):
+- stage 1 overfits a tiny clip: the generated jaw follows the audio;
+- stage 2 on the frozen audio path learns a guest cue -> host response, and guidance scales it
+  (lambda 0 is the audio-only model, which cannot react);
+- the loop resumes exactly; the audio augmentation is the audio's own gain; the renderer learns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from f2f.features.mel import log_mel
+from f2f.motion import FIELD_INDEX, MOTION_DIM
+from f2f.timebase import SAMPLES_PER_FRAME
+from models.avatar import Avatar, tiny_config
+from pipeline.train import data as D
+from pipeline.train.config import AudioAugment, MotionStageConfig, RendererStageConfig
+from pipeline.train.loop import LoopConfig, TrainLoop
+from pipeline.train.stages import (GuestTable, MotionObjective, MotionSampler, RendererObjective, RendererSampler,
+                                   augment_mel, set_normalisers, weight_map)
+from pipeline.train.windows import ClipInputs, WindowBank, rollout, rollout_noise
+
+JAW, PITCH, SMILE = FIELD_INDEX["jawOpen"], FIELD_INDEX["pitch"], FIELD_INDEX["mouthSmileLeft"]
+NO_AUGMENT = AudioAugment(gain_range=(1.0, 1.0), noise_probability=0.0, warp_probability=0.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy machine's spinning OpenMP threads cost seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cue_clip(rng: np.random.Generator, frames: int, framing: D.HostFraming) -> D.Clip:
+    """Speech bursts whose envelope is the host's jaw; guest smiles, each followed 6 frames later by a
+    host nod (pitch bump) that nothing in the audio announces."""
+    envelope = np.zeros(frames)
+    t = 5
+    while t < frames - 10:
+        length = int(rng.integers(6, 20))
+        envelope[t:t + length] = rng.uniform(0.4, 0.9)
+        t += length + int(rng.integers(6, 20))
+    audio = (rng.standard_normal(frames * SAMPLES_PER_FRAME) * np.repeat(envelope, SAMPLES_PER_FRAME) * 0.3)
+    motion = np.tile(framing.rest_motion(), (frames, 1)).astype(np.float32)
+    motion[:, JAW] = envelope
+    geometry = np.zeros((frames, MOTION_DIM), np.float32)
+    for start in range(20, frames - 20, 23):
+        geometry[start:start + 5, SMILE] = 1.0
+        motion[start + 6:start + 12, PITCH] += 10.0 * np.sin(np.pi * np.arange(1, 7) / 7)
+    valid = np.ones(frames, bool)
+    return D.Clip(record=None, mel=D.clip_mel(audio.astype(np.float32)), host_speaking=envelope > 0,
+                  host_motion=motion, host_valid=valid, host_segment=np.zeros(frames, np.int32),
+                  host_render_ok=valid, host_face_px=np.full(frames, 100.0, np.float32), guest_geometry=geometry,
+                  guest_visible=np.ones(frames, bool), host_frames=np.zeros((frames, 1, 1, 3), np.uint8),
+                  guest_crops=np.zeros((frames, 3, 1, 1), np.uint8))
+
+
+def loop_config(steps: int, batch: int, lr: float = 3e-3, seed: int = 0) -> LoopConfig:
+    return LoopConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=5, ema_decay=0.9, checkpoint_every=steps,
+                      log_every=10, seed=seed)
+
+
+def _corr(a, b) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny avatar through stage 1 and stage 2 on one 300-frame cue clip (~20 s on one busy core)."""
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("stages")
+    framing = D.HostFraming()
+    clip = cue_clip(np.random.default_rng(0), 300, framing)
+    torch.manual_seed(0)
+    avatar = Avatar(tiny_config())
+    set_normalisers(avatar, [clip])
+    spec = avatar.spec
+    bank = WindowBank([clip], spec, framing.rest_motion())
+    gen, enc = avatar.motion_generator, avatar.guest_encoder
+    avatar.requires_grad_(False)
+    gen.requires_grad_(True)
+    gen.guest_projector.requires_grad_(False)
+    stage1_config = MotionStageConfig(loop=loop_config(500, 32), audio=NO_AUGMENT, history_noise_max=1.0,
+                                      history_reset_probability=0.0)
+    stage1 = MotionObjective(gen, None, 2.0)
+    loop1 = TrainLoop("stage1", stage1, stage1, stage1_config.loop, tmp / "stage1", "fp1", quiet=True)
+    loop1.run(MotionSampler(bank, gen, stage1_config))
+    stage1.load_state_dict(loop1.ema_state())
+    avatar.requires_grad_(False)
+    gen.guest_projector.requires_grad_(True)
+    enc.geometry.requires_grad_(True)
+    enc.fuse.requires_grad_(True)
+    table = GuestTable.of([clip])
+    table.appearance = np.zeros((clip.num_frames, enc.appearance_dim), np.float32)
+    stage2_config = dataclasses.replace(stage1_config, loop=loop_config(500, 32, lr=2e-3, seed=1), guest_dropout=0.1)
+    stage2 = MotionObjective(gen, enc, 2.0)
+    frozen = {k: v.clone() for k, v in gen.state_dict().items() if not k.startswith("guest_projector")}
+    loop2 = TrainLoop("stage2", stage2, stage2, stage2_config.loop, tmp / "stage2", "fp2", quiet=True)
+    loop2.run(MotionSampler(bank, gen, stage2_config, table))
+    stage2.load_state_dict(loop2.ema_state())
+    avatar.eval()
+    return avatar, clip, loop1, loop2, frozen
+
+
+def test_a_tiny_model_overfits_a_tiny_clip(trained):
+    avatar, clip, loop1, _, _ = trained
+    assert loop1.summary()["last_mean"] < 0.5 * loop1.summary()["first_mean"], loop1.summary()
+    features = np.zeros((clip.num_frames, avatar.spec.guest_feature_dim), np.float32)
+    noise = rollout_noise(1, clip.num_frames, avatar.spec, seed=0)
+    motion = rollout(avatar.motion_generator, [ClipInputs(clip.mel, features, clip.guest_visible * 0)], 0.0, noise)[0]
+    assert _corr(motion[10:, JAW], clip.host_motion[10:, JAW]) > 0.85
+
+
+def test_stage2_learns_the_guest_cue_on_the_frozen_audio_path(trained):
+    avatar, clip, _, loop2, frozen = trained
+    gen = avatar.motion_generator
+    for key, value in gen.state_dict().items():  # stage 2 left the audio path exactly as stage 1 made it
+        if key in frozen:
+            assert torch.equal(value, frozen[key]), key
+    with torch.no_grad():
+        features = avatar.guest_encoder(torch.zeros(clip.num_frames, 3, avatar.spec.crop_size, avatar.spec.crop_size),
+                                        torch.from_numpy(clip.guest_geometry)).numpy()
+    inputs = [ClipInputs(clip.mel, features, clip.guest_visible)] * 2
+    noise = np.concatenate([rollout_noise(1, clip.num_frames, avatar.spec, seed=s) for s in (0, 0)])
+    video, audio_only = rollout(gen, inputs, [1.0, 0.0], noise)
+    cues = np.flatnonzero(np.diff(clip.guest_geometry[:, SMILE]) > 0.5) + 1
+    bump = lambda m: np.mean([m[c + 8, PITCH] - m[c, PITCH] for c in cues[1:]])  # noqa: E731
+    assert bump(clip.host_motion) > 8
+    assert bump(video) > 5, bump(video)
+    assert abs(bump(audio_only)) < 2.5, bump(audio_only)
+
+
+def test_the_loop_resumes_exactly(tmp_path):
+    rng = np.random.default_rng(3)
+    framing = D.HostFraming()
+    clip = cue_clip(rng, 120, framing)
+
+    def run(directory, stops):
+        config = MotionStageConfig(loop=dataclasses.replace(loop_config(8, 8), checkpoint_every=3))
+        for stop in stops:  # each part as a new process would run it: fresh networks, then the checkpoint
+            torch.manual_seed(0)
+            avatar = Avatar(tiny_config())
+            set_normalisers(avatar, [clip])
+            gen = avatar.motion_generator
+            objective = MotionObjective(gen, None, 2.0)
+            loop = TrainLoop("stage1", objective, objective, config.loop, directory, "fp", quiet=True)
+            loop.run(MotionSampler(WindowBank([clip], avatar.spec, framing.rest_motion()), gen, config), until=stop)
+        return loop
+
+    whole = run(tmp_path / "whole", [None])
+    resumed = run(tmp_path / "resumed", [5, None])  # interrupted after step 5: resumes from step 3
+    assert resumed.step == whole.step == 8
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-5)
+    for key, value in whole.module.state_dict().items():
+        assert torch.allclose(value, resumed.module.state_dict()[key], atol=1e-6), key
+    assert (tmp_path / "whole" / "weights.safetensors").is_file()
+
+
+def test_audio_gain_augmentation_is_the_audio_at_another_level():
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(16000) * 0.05).astype(np.float32)
+    mel = log_mel(audio)[None]
+    gain = AudioAugment(gain_range=(0.5, 0.5), noise_probability=0.0, warp_probability=0.0)
+    np.testing.assert_allclose(augment_mel(mel, rng, gain)[0], log_mel(audio * 0.5), atol=2e-3)
+    unchanged = augment_mel(mel, rng, NO_AUGMENT)
+    np.testing.assert_allclose(unchanged, mel, atol=1e-4)
+
+
+def test_the_renderer_learns_its_frames(tmp_path):
+    """A few hundred steps on four frames: the error drops well below the start."""
+    torch.manual_seed(0)
+    avatar = Avatar(tiny_config())
+    framing = D.HostFraming()
+    size = avatar.spec.frame_size
+    rng = np.random.default_rng(0)
+    frames = np.zeros((4, size, size, 3), np.uint8)
+    motion = np.tile(framing.rest_motion(), (4, 1)).astype(np.float32)
+    for i in range(4):  # a face-like blob whose mouth opening is the jaw
+        motion[i, JAW] = i / 3
+        frames[i, 16:48, 20:44] = (200, 160, 140)
+        frames[i, 38:38 + 1 + 3 * i, 28:36] = (60, 20, 20)
+    clip = dataclasses.replace(cue_clip(rng, 4, framing), host_frames=frames, host_motion=motion,
+                               host_render_ok=np.ones(4, bool))
+    set_normalisers(avatar, [cue_clip(rng, 50, framing)])
+    config = RendererStageConfig(loop=loop_config(150, 4, lr=3e-3), jitter_probability=0.0)
+    objective = RendererObjective(avatar.renderer, weight_map(framing, size, config), config.gradient_weight)
+    loop = TrainLoop("renderer", objective, objective, config.loop, tmp_path, "fp", quiet=True)
+    loop.run(RendererSampler([clip], config, framing))
+    summary = loop.summary()
+    assert summary["last_mean"] < 0.5 * summary["first_mean"], summary
