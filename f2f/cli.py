@@ -56,6 +56,9 @@ def _add_synth(commands) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=_fps, default="25", help="25 or 29.97")
     parser.add_argument("--size", type=_size, default="1280x720", help="WIDTHxHEIGHT, e.g. 1280x720 or 640x360")
+    parser.add_argument("--style", choices=["broadcast", "interview"], default="broadcast",
+                        help="broadcast: a talk show as television cuts it (panels, close-ups, cutaways); "
+                             "interview: one guest, mostly two-shots, a listening host (training footage)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=_run_synth)
 
@@ -63,7 +66,7 @@ def _add_synth(commands) -> None:
 def _run_synth(args) -> int:
     from pipeline.synth.episode import SynthConfig, generate_series
 
-    config = SynthConfig(minutes=args.minutes, seed=args.seed, fps=args.fps, size=args.size)
+    config = SynthConfig(minutes=args.minutes, seed=args.seed, fps=args.fps, size=args.size, style=args.style)
     started = time.perf_counter()
     files = generate_series(args.out, args.episodes, config, progress=not args.quiet)
     elapsed = time.perf_counter() - started

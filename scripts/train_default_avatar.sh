@@ -7,15 +7,17 @@
 #
 #   scripts/train_default_avatar.sh
 #
-# Settings (environment): WORK, EPISODES (8), MINUTES (2.5 per episode), SEED (21), WORKERS (2),
-# AVATAR_DIR (avatars/default). The model card records the wall time of each step.
+# Settings (environment): WORK, EPISODES (6), MINUTES (2 per episode), SEED (21), STYLE (interview: one
+# guest, mostly two-shots, see pipeline/synth/style.py), WORKERS (2), AVATAR_DIR (avatars/default).
+# The model card records the wall time of each step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 work=${WORK:-build/default_avatar}
-episodes=${EPISODES:-8}
-minutes=${MINUTES:-2.5}
+episodes=${EPISODES:-6}
+minutes=${MINUTES:-2}
 seed=${SEED:-21}
+style=${STYLE:-interview}
 workers=${WORKERS:-2}
 avatar_dir=${AVATAR_DIR:-avatars/default}
 python=.venv/bin/python
@@ -41,7 +43,7 @@ json.dump(data, open(path, "w"))
 EOF
 }
 
-step synth "${f2f[@]}" synth --out "$work/raw" --episodes "$episodes" --minutes "$minutes" --seed "$seed" --quiet
+step synth "${f2f[@]}" synth --out "$work/raw" --episodes "$episodes" --minutes "$minutes" --seed "$seed" --style "$style" --quiet
 if [ ! -f "$work/curated/report.json" ]; then
     step curate "${f2f[@]}" curate "$work/raw" "$work/curated" --workers "$workers" --labels-from-ground-truth
 fi
@@ -55,8 +57,8 @@ cp "$work/eval/eval.json" "$avatar_dir/eval.json"
 cp "$work/eval/"*.png "$avatar_dir/eval/"
 rm -f "$avatar_dir/bootstrap_report.json"
 cat > "$work/commands.txt" <<EOF
-scripts/train_default_avatar.sh   # WORK=$work EPISODES=$episodes MINUTES=$minutes SEED=$seed WORKERS=$workers
-# = f2f synth --out $work/raw --episodes $episodes --minutes $minutes --seed $seed
+scripts/train_default_avatar.sh   # WORK=$work EPISODES=$episodes MINUTES=$minutes SEED=$seed STYLE=$style WORKERS=$workers
+# = f2f synth --out $work/raw --episodes $episodes --minutes $minutes --seed $seed --style $style
 #   f2f curate $work/raw $work/curated --workers $workers --labels-from-ground-truth
 #   f2f train $work/curated --out $work/avatar --run-dir $work/run --workers $workers
 #   f2f evaluate $work/avatar --out $work/eval --cache $work/run/cache

@@ -19,6 +19,7 @@ import numpy as np
 from f2f.motion import FIELD_INDEX, clip_expressions, neutral_vector
 
 from .script import AudioScript, SpeechSegment
+from .style import BROADCAST, WorldStyle
 from .visemes import viseme_tracks
 
 
@@ -142,11 +143,13 @@ class BehaviourModel:
 
     LOOK_YAW_DEG = 18.0  # how far a seated person turns to face a neighbour
 
-    def __init__(self, seats: list[Seat], script: AudioScript, times: np.ndarray, rng: np.random.Generator):
+    def __init__(self, seats: list[Seat], script: AudioScript, times: np.ndarray, rng: np.random.Generator,
+                 style: WorldStyle = BROADCAST):
         self.seats = {seat.person_id: seat for seat in seats}
         self.script = script
         self.times = times  # (F,) seconds of each video frame
         self.rng = rng
+        self.style = style
         self.frames = len(times)
         self.fps = 1.0 / float(times[1] - times[0]) if len(times) > 1 else 25.0
         self.host_id = next(seat.person_id for seat in seats if seat.role == "host")
@@ -247,7 +250,7 @@ class BehaviourModel:
             smile = np.maximum(smile, level * bump(times, t, 0.25, length, 0.4))
             cues.append({"kind": "guest_smile", "person": guest_id, "time": float(t), "duration": float(length),
                          "value": float(level)})
-            t += length + rng.uniform(4.0, 12.0)
+            t += length + rng.uniform(*self.style.smile_gap_s)
         for side in ("Left", "Right"):
             column = FIELD_INDEX[f"mouthSmile{side}"]
             track[:, column] = np.maximum(track[:, column], smile)
@@ -261,7 +264,7 @@ class BehaviourModel:
                 roll = roll * (1 - ramp) + new_level * ramp
                 cues.append({"kind": "guest_tilt", "person": guest_id, "time": float(t), "value": new_level})
                 level = new_level
-            t += rng.uniform(2.5, 7.0)
+            t += rng.uniform(*self.style.tilt_gap_s)
         track[:, FIELD_INDEX["roll"]] += roll
         return cues
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .stage import BAND_X, EYE_HEIGHT_M, FACE_HEIGHT_M, Window
 from .behaviour import Seat
+from .style import BROADCAST, SHOW_SHOT_KINDS, WorldStyle
 
 CLOSEUP_AZIMUTH_DEG = 18.0  # close-up cameras stand off-axis, towards the person being talked to
 REVERSE_GAZE_DEG = 18.0  # how far a listener turns towards the speaker (BehaviourModel.LOOK_YAW_DEG)
@@ -53,13 +54,15 @@ class Shot:
 class ShotPlanner:
     """Cuts an episode into shots, favouring the person speaking, with music-time cutaways."""
 
-    def __init__(self, seats: list[Seat], size: tuple[int, int], fps: float, rng: np.random.Generator):
+    def __init__(self, seats: list[Seat], size: tuple[int, int], fps: float, rng: np.random.Generator,
+                 style: WorldStyle = BROADCAST):
         self.seats = {seat.person_id: seat for seat in seats}
         self.host_id = next(seat.person_id for seat in seats if seat.role == "host")
         self.guest_ids = [seat.person_id for seat in seats if seat.role != "host"]
         self.aspect = size[0] / size[1]
         self.fps = fps
         self.rng = rng
+        self.style = style
 
     def plan(self, frame_count: int, speaker_at: list[str | None], show_start_s: float, show_end_s: float) -> list[Shot]:
         """`speaker_at[i]`: who talks in frame i (None: nobody). Music runs outside [start, end)."""
@@ -72,8 +75,7 @@ class ShotPlanner:
             if t < show_start_s or t >= show_end_s:
                 kind = str(rng.choice(["stage", "audience", "wide"], p=[0.3, 0.4, 0.3]))
             else:
-                kind = str(rng.choice(["closeup", "reverse", "wide", "two_shot", "audience"],
-                                      p=[0.38, 0.17, 0.17, 0.18, 0.10]))
+                kind = str(rng.choice(list(SHOW_SHOT_KINDS), p=list(self.style.show_shot_weights)))
             seconds = rng.uniform(1.5, 3.0) if kind in ("audience", "stage") else rng.uniform(2.0, 6.5)
             end = min(frame_count, frame + max(int(seconds * self.fps), 1))
             if frame_count - end < self.fps:  # no slivers at the end

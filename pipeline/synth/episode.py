@@ -22,6 +22,7 @@ from f2f.motion import FIELD_INDEX, MOTION_FIELDS, POSE_FIELDS, neutral_vector
 
 from .behaviour import RULES, BehaviourModel, BehaviourResult, smooth_noise
 from .camera import Shot, ShotPlanner
+from .style import style_named
 from .cast import HOST_ID, Person, build_cast
 from .face_drawing import FacePainter
 from .script import AudioScript, CastMember, build_audio_script
@@ -40,8 +41,10 @@ class SynthConfig:
     fps: Fraction = Fraction(25)
     size: tuple[int, int] = (1280, 720)
     crf: int = 20
+    style: str = "broadcast"  # pipeline.synth.style: how the series is cast, written and shot
 
     def generator_json(self, index: int) -> dict:
+        extra = {} if self.style == "broadcast" else {"style": self.style}  # broadcast series predate styles
         return {
             "name": "f2f synth",
             "version": GENERATOR_VERSION,
@@ -50,6 +53,7 @@ class SynthConfig:
             "minutes": self.minutes,
             "fps": f"{self.fps.numerator}/{self.fps.denominator}",
             "size": list(self.size),
+            **extra,
         }
 
 
@@ -134,21 +138,22 @@ class EpisodeGenerator:
     def plan(self, index: int) -> "EpisodePlan":
         config = self.config
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, index]))
-        guest_count = int(rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15]))
+        style = style_named(config.style)
+        guest_count = int(rng.choice([1, 2, 3], p=list(style.guest_count_weights)))
         cast = build_cast(rng, guest_count, AUDIENCE_SIZE)
         stage_people = [p for p in cast if p.role != "audience"]
         duration = config.minutes * 60.0
         script = build_audio_script(
-            [CastMember(p.person_id, p.role, p.voice) for p in stage_people], duration, rng, self.synth)
+            [CastMember(p.person_id, p.role, p.voice) for p in stage_people], duration, rng, self.synth, style)
         frame_count = int(Fraction(duration).limit_denominator(1000) * config.fps)
         times = np.arange(frame_count, dtype=np.float64) / float(config.fps)
         seats = seats_for([p.person_id for p in stage_people if p.role == "guest"], HOST_ID)
-        behaviour = BehaviourModel(seats, script, times, rng).build()
+        behaviour = BehaviourModel(seats, script, times, rng, style).build()
         speaker_at = _speaker_per_frame(behaviour, frame_count)
         music = [s for s in script.non_speech if s.kind == "music"]
         show_start = max((s.end_s for s in music if s.start_s < 1.0), default=0.0)
         show_end = min((s.start_s for s in music if s.start_s > duration / 2), default=duration)
-        shots = ShotPlanner(seats, config.size, float(config.fps), rng).plan(frame_count, speaker_at, show_start, show_end)
+        shots = ShotPlanner(seats, config.size, float(config.fps), rng, style).plan(frame_count, speaker_at, show_start, show_end)
         audience = [p for p in cast if p.role == "audience"]
         audience_places = audience_seats(len(audience), rng)
         audience_motion = _audience_motion(rng, len(audience), times, script)

@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline.synth.sounds import applause, laughter, music
 from pipeline.synth.speech import ESPEAK_SAMPLE_RATE, EspeakSynthesizer, Phoneme, Utterance, Voice
+from pipeline.synth.style import BROADCAST, WorldStyle
 
 SAMPLE_RATE = ESPEAK_SAMPLE_RATE  # the mix stays at espeak-ng's rate (22.05 kHz)
 PEAK = 0.9  # the finished mix is scaled to this peak
@@ -312,7 +313,7 @@ class _TalkShow:
     """Writes and mixes one show. Use: `_TalkShow(...).build()`."""
 
     def __init__(self, cast: list[CastMember], duration_s: float, rng: np.random.Generator,
-                 synth: EspeakSynthesizer) -> None:
+                 synth: EspeakSynthesizer, style: WorldStyle = BROADCAST) -> None:
         hosts = [m for m in cast if m.role == "host"]
         guests = [m for m in cast if m.role == "guest"]
         if len(hosts) != 1 or not guests:
@@ -324,7 +325,7 @@ class _TalkShow:
         self.host, self.guests = hosts[0], guests
         self.members = {m.person_id: m for m in cast}
         self.duration_s = float(duration_s)
-        self.rng, self.synth = rng, synth
+        self.rng, self.synth, self.style = rng, synth, style
         self.writer = _Writer(rng, [g.person_id for g in guests])
         self.mix = _Mix(self.duration_s, SAMPLE_RATE)
         self.gain = {m.person_id: float(rng.uniform(0.8, 1.0)) for m in cast}
@@ -421,7 +422,7 @@ class _TalkShow:
                 return
 
     def _guest_turn(self, guest: CastMember, deadline_s: float, replying_to: str | None = None) -> bool:
-        count = int(self.rng.choice([1, 2, 3, 4], p=[0.15, 0.35, 0.3, 0.2]))
+        count = int(self.rng.choice([1, 2, 3, 4], p=list(self.style.answer_sentence_weights)))
         if self.n_backchannels == 0 and len(self.turns) >= 2:
             count = max(count, 2)  # make room for the first backchannel
         if replying_to is not None:
@@ -552,6 +553,6 @@ class _TalkShow:
 
 
 def build_audio_script(cast: list[CastMember], duration_s: float, rng: np.random.Generator,
-                       synth: EspeakSynthesizer) -> AudioScript:
+                       synth: EspeakSynthesizer, style: WorldStyle = BROADCAST) -> AudioScript:
     """One talk show's sound track and its ground truth (see the module docstring)."""
-    return _TalkShow(cast, duration_s, rng, synth).build()
+    return _TalkShow(cast, duration_s, rng, synth, style).build()

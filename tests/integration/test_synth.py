@@ -193,3 +193,30 @@ def test_bad_arguments_are_refused_clearly(tmp_path):
     result = subprocess.run([*F2F, "synth", "--out", str(tmp_path), "--minutes", "0.1"], capture_output=True,
                             text=True, cwd=REPO)
     assert result.returncode == 2 and "minutes must be at least 0.5" in result.stderr
+
+
+def test_interview_style_frames_host_and_one_guest_and_broadcast_is_unchanged():
+    """Plans only (no rendering): the interview world yields far more two-person footage with reactions."""
+    from pipeline.synth.episode import EpisodeGenerator, SynthConfig
+    from pipeline.synth.style import style_named
+
+    def two_person_share(plan) -> float:
+        two = sum(s.end_frame - s.start_frame for s in plan.shots
+                  if s.kind == "two_shot" or (s.kind == "wide" and len(plan.seats) == 2))
+        return two / len(plan.times)
+
+    broadcast, interview = (EpisodeGenerator(SynthConfig(minutes=2.0, seed=11, style=name)) for name in
+                            ("broadcast", "interview"))
+    shares = {"broadcast": [], "interview": []}
+    for index in range(4):
+        plan = interview.plan(index)
+        assert [p.role for p in plan.cast].count("guest") == 1
+        assert len(plan.behaviour.events) >= 30  # the host reacts to the guest many times in 2 minutes
+        shares["interview"].append(two_person_share(plan))
+        shares["broadcast"].append(two_person_share(broadcast.plan(index)))
+    assert np.mean(shares["interview"]) >= 0.6 and np.mean(shares["interview"]) >= 2 * np.mean(shares["broadcast"])
+    # Series written before styles existed still count as complete: broadcast adds no key.
+    assert "style" not in SynthConfig(minutes=1.0, seed=0).generator_json(0)
+    assert SynthConfig(minutes=1.0, seed=0, style="interview").generator_json(0)["style"] == "interview"
+    with pytest.raises(ValueError, match="unknown world style"):
+        style_named("sitcom")

@@ -179,3 +179,30 @@ def test_canonical_transform_puts_the_eyes_and_face_size_at_the_framing():
     assert matrix[0, 0] == pytest.approx(0.55 * 128 / (0.4 * 256))
     canonical = D.canonical_motion(motion[None], framing)[0]
     np.testing.assert_allclose(canonical[[3, 4, 5]], [0.0, -0.15, 0.55], atol=1e-6)
+
+
+def test_slow_field_smoothing_removes_jitter_keeps_a_nod_and_stays_inside_segments():
+    from f2f.motion import FIELD_INDEX
+    from pipeline.train.data import smooth_slow_fields
+
+    rng = np.random.default_rng(0)
+    n = 200
+    pitch, jaw = FIELD_INDEX["pitch"], FIELD_INDEX["jawOpen"]
+    nod = np.zeros(n)
+    nod[50:63] = 10.0 * np.sin(np.pi * np.arange(13) / 12)  # a 0.5 s nod, 10 deg deep
+    motion = np.zeros((n, 15), np.float32)
+    motion[:, pitch] = nod + rng.normal(0, 1.0, n)  # the mesh's jitter
+    motion[:, jaw] = rng.uniform(0, 1, n)
+    motion[150:, pitch] += 20.0  # a camera cut: another segment
+    segment = np.where(np.arange(n) < 150, 0, 1)
+    segment[100:105] = -1  # invalid frames stay as they are
+    out = smooth_slow_fields(motion, segment, sigma=1.5)
+    assert np.array_equal(out[:, jaw], motion[:, jaw])  # fast fields untouched
+    assert np.array_equal(out[100:105], motion[100:105])
+    still = np.r_[0:40, 70:100, 110:140]
+    assert np.diff(out[still, pitch]).std() < 0.5 * np.diff(motion[still, pitch]).std()
+    clean = np.zeros_like(motion)
+    clean[:, pitch] = nod
+    assert smooth_slow_fields(clean, np.zeros(n, int), sigma=1.5)[:, pitch].max() > 9.0  # the nod keeps > 90% of its depth
+    assert abs(out[150:, pitch].mean() - 20.0) < 0.5 and out[140:150, pitch].max() < 5.0  # no leak across the cut
+    assert np.array_equal(smooth_slow_fields(motion, segment, sigma=0.0), motion)
