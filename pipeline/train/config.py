@@ -18,7 +18,7 @@ def default_avatar_config(name: str = "default") -> AvatarConfig:
     """The default avatar's sizes: ~1.8 M parameters (~7 MiB float32) and a per-frame cost within the
     25 ms CPU budget at 256x256 (the model card has the measured figures)."""
     return AvatarConfig(name=name, spec=AvatarSpec(), guest_encoder=GuestEncoderConfig(),
-                        motion_generator=MotionGeneratorConfig(), renderer=RendererConfig())
+                        motion_generator=MotionGeneratorConfig(temperature=0.5), renderer=RendererConfig())
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,9 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
     _trainable(generator, True)
     _trainable(generator.guest_projector, False)
     stage1 = MotionObjective(generator, None, config.stage1.mouth_weight, config.stage1.reaction_weight)
-    stage1_fp = _fingerprint("stage1", data_fp, asdict(config.stage1), config.avatar.to_dict()["motion_generator"])
+    # The sampling temperature is applied at inference only: changing it retrains nothing.
+    generator_sizes = {k: v for k, v in config.avatar.to_dict()["motion_generator"].items() if k != "temperature"}
+    stage1_fp = _fingerprint("stage1", data_fp, asdict(config.stage1), generator_sizes)
     loop = stage_loop("stage1", stage1, stage1, config.stage1.loop, stage1_fp)
     if "stage1" in stages:
         loop.run(MotionSampler(bank, generator, config.stage1, None, dist.world))

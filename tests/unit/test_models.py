@@ -117,3 +117,19 @@ def test_a_session_starting_from_the_neutral_vector_is_referred_to_the_data():
     assert float(reference[FIELD_INDEX["yaw"]]) == 0.0  # in range: the history's own value
     x = torch.randn(1, 1, 15)
     assert torch.allclose(net.to_flow(net.to_motion(x, history), history), x, atol=1e-4)
+
+
+def test_sampling_temperature_scales_the_starting_noise_and_survives_a_checkpoint(tmp_path):
+    config = tiny_config()
+    cold = dataclasses.replace(config, motion_generator=dataclasses.replace(config.motion_generator, temperature=0.0))
+    half = dataclasses.replace(config, motion_generator=dataclasses.replace(config.motion_generator, temperature=0.5))
+    base, frozen, warm = (random_avatar(c, seed=5) for c in (config, cold, half))
+    inputs = example_inputs(config.spec, MOTION_GENERATOR, 2)
+    other = dict(inputs, noise=torch.randn_like(inputs["noise"]))
+    with torch.no_grad():
+        # Temperature 0: the noise no longer matters; 0.5: the same as temperature 1 on half the noise.
+        assert torch.equal(frozen.motion_generator(**inputs), frozen.motion_generator(**other))
+        halved = dict(inputs, noise=0.5 * inputs["noise"])
+        assert torch.allclose(warm.motion_generator(**inputs), base.motion_generator(**halved), atol=1e-6)
+    save_avatar(warm, tmp_path / "warm")
+    assert load_avatar(tmp_path / "warm").config.motion_generator.temperature == 0.5
