@@ -58,6 +58,8 @@ def card(avatar_dir: Path, timings: dict | None = None, commands: list[str] | No
         f"- Stage 2 (video branch on the frozen audio path, guest-context dropout {tconfig['stage2']['guest_dropout']}): "
         f"{losses['stage2'].get('steps')} steps of batch {tconfig['stage2']['loop']['batch_size']}, loss "
         f"{losses['stage2'].get('first_mean')} -> {losses['stage2'].get('last_mean')}.",
+        f"- Sampling: {config['motion_generator'].get('sampling_steps')} Euler steps of the flow from temperature "
+        f"{config['motion_generator'].get('temperature', 1.0)} x the noise; default lambda_video {default}.",
         f"- Renderer: {losses['renderer'].get('steps')} steps of batch {tconfig['renderer']['loop']['batch_size']} on "
         f"canonical host frames, loss {losses['renderer'].get('first_mean')} -> {losses['renderer'].get('last_mean')}.",
         f"- Networks: guest encoder {report['parameters']['guest_encoder']:,}, motion generator "

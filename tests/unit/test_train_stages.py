@@ -23,18 +23,10 @@ from pipeline.train.loop import LoopConfig, TrainLoop
 from pipeline.train.stages import (GuestTable, MotionObjective, MotionSampler, RendererObjective, RendererSampler,
                                    augment_mel, set_normalisers, weight_map)
 from pipeline.train.windows import ClipInputs, WindowBank, rollout, rollout_noise
+from tests.support.torch_threads import one_thread  # noqa: F401  (autouse fixture)
 
 JAW, PITCH, SMILE = FIELD_INDEX["jawOpen"], FIELD_INDEX["pitch"], FIELD_INDEX["mouthSmileLeft"]
 NO_AUGMENT = AudioAugment(gain_range=(1.0, 1.0), noise_probability=0.0, warp_probability=0.0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine's spinning OpenMP threads cost seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cue_clip(rng: np.random.Generator, frames: int, framing: D.HostFraming) -> D.Clip:

@@ -22,15 +22,7 @@ from pipeline.train.windows import ClipInputs, WindowBank, rollout, rollout_nois
 from server.frames import GuestObservation, SessionClock
 from server.host_audio import HostAudioTimeline
 from server.partner_input import GuestContext
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine's spinning OpenMP threads cost seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.support.torch_threads import one_thread  # noqa: F401  (autouse fixture)
 
 
 def synthetic_clip(rng: np.random.Generator, frames: int, spec: AvatarSpec, cut_at: int | None = None) -> D.Clip:
