@@ -131,7 +131,9 @@ class ServerConfig:
     connect_timeout_s: float = 15.0  # answer sent -> connected, else the session is freed
     media_timeout_s: float = 3.0  # no packet from the client for this long -> the session is freed
     # Avatar
-    default_lambda_video: float = 1.0
+    # Video guidance of new sessions that name none: the shipped default avatar's, chosen on its train
+    # split (pipeline/train/config.py, avatars/default/eval.json). Set it per avatar served.
+    default_lambda_video: float = 2.0
     # Fixed wait past the look-ahead for the audio. 0: the avatar loop waits for the audio's arrival
     # instead (up to 50 ms), which costs nothing when it is on time (f2f bench latency).
     audio_margin_ms: float = 0.0
