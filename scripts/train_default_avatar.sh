@@ -7,14 +7,14 @@
 #
 #   scripts/train_default_avatar.sh
 #
-# Settings (environment): WORK, EPISODES (6), MINUTES (2 per episode), SEED (21), STYLE (interview: one
+# Settings (environment): WORK, EPISODES (12), MINUTES (2 per episode), SEED (21), STYLE (interview: one
 # guest, mostly two-shots, see pipeline/synth/style.py), WORKERS (2), AVATAR_DIR (avatars/default).
 # The model card records the wall time of each step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 work=${WORK:-build/default_avatar}
-episodes=${EPISODES:-6}
+episodes=${EPISODES:-12}
 minutes=${MINUTES:-2}
 seed=${SEED:-21}
 style=${STYLE:-interview}
