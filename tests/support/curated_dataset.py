@@ -29,6 +29,7 @@ import numpy as np
 
 from f2f.motion import EXPRESSION_FIELDS, FIELD_INDEX, MOTION_DIM, clip_expressions
 from pipeline.curate.manifest import MANIFEST_NAME, ClipMeta, ClipRecord, RoleTrack
+from pipeline.curate.media import read_frames
 
 AUDIO_RATE = 16_000
 
@@ -39,23 +40,6 @@ class BuildConfig:
     crop_size: int = 256
     window_scale: float = 2.0  # window side / median face box size
     min_visible: float = 0.35  # both roles visible in at least this fraction of a clip's frames
-
-
-def _decode_frames(video: Path, width: int, height: int):
-    """BGR frames of a 25 fps video, one at a time."""
-    command = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(video), "-an", "-f", "rawvideo", "-pix_fmt", "bgr24",
-               "pipe:1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    size = width * height * 3
-    try:
-        while True:
-            data = process.stdout.read(size)
-            if len(data) < size:
-                break
-            yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
-    finally:
-        process.stdout.close()
-        process.wait()
 
 
 def _decode_audio(video: Path) -> np.ndarray:
@@ -150,7 +134,7 @@ def build_episode(truth_path: Path, out_dir: Path, split: str, config: BuildConf
             plans.append((start, guest))
 
     records: list[ClipRecord] = []
-    frame_iter = _decode_frames(video, width, height)
+    frame_iter = read_frames(video, width, height)
     position = 0
     for start, guest in plans:
         while position < start:
