@@ -31,11 +31,9 @@ The first `warmup_s` of each session is left out of fps, gaps and latencies.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -48,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.processes import (REPO_ROOT, ServiceProcess, cpu_share_probe, echo_process, gateway_process,
-                                  own_cpu_seconds)
+from benchmarks.processes import (REPO_ROOT, ServiceProcess, config_record, cpu_share_probe, echo_process,
+                                  gateway_process, machine_record, own_cpu_seconds)
 from engines.repository import read_config, spec_of
 from f2f.avatar_spec import AVATAR_STEP
 from f2f.blas_threads import limit_blas_threads
@@ -453,13 +451,8 @@ def run_latency_bench(config: LatencyBenchConfig, progress=print) -> dict:
             service.stop()
     result: dict = {
         "benchmark": "latency",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "processor": platform.processor() or platform.machine(),
-                    "load_average_at_start": load_at_start,
-                    "cpu_share_of_a_busy_loop_at_start": cpu_share,
-                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
-                   if k != "log_dir"} | {"variants": list(variants)},
+        "machine": machine_record(load_at_start, cpu_share),
+        "config": config_record(config) | {"variants": list(variants)},
         "wall_seconds": round(time.monotonic() - started, 1),
         "avatar_spec": {"frames_per_step": spec.frames_per_step, "lookahead_frames": spec.lookahead_frames,
                         "frame_size": spec.frame_size, "lookahead_ms": lookahead_ms(spec.frames_per_step,

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from f2f.cli import positive
+
 
 def _variants(text: str) -> tuple[str, ...]:
     from benchmarks.latency import VARIANTS
@@ -16,16 +18,6 @@ def _variants(text: str) -> tuple[str, ...]:
     if not names or unknown:
         raise argparse.ArgumentTypeError(f"variants are a comma list of {', '.join(VARIANTS)}; got {text!r}")
     return names
-
-
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-        return value
-
-    return parse
 
 
 def _avatar_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +34,8 @@ def add_latency_parsers(benches) -> None:
         description="Drives the gateway (embedded backend) and a bare aiortc echo server over loopback with the "
                     "Python client, alternating, and reports latencies (median/p95/p99), fps, frame gaps, "
                     "first-frame time, A/V offset, the gateway's per-stage times, the echo floor and the ratio.")
-    latency.add_argument("--seconds", type=_positive(float), default=60.0, help="measured seconds per variant")
-    latency.add_argument("--rounds", type=_positive(int), default=3, help="alternations (a fresh session each)")
+    latency.add_argument("--seconds", type=positive(float), default=60.0, help="measured seconds per variant")
+    latency.add_argument("--rounds", type=positive(int), default=3, help="alternations (a fresh session each)")
     latency.add_argument("--variants", type=_variants, default=None,
                          help="comma list of avatar, avatar-stock, avatar-gpu, echo, echo-stock "
                               "(default avatar,echo,echo-stock,avatar-stock; avatar-gpu is added where a GPU is usable)")
@@ -59,10 +51,10 @@ def add_latency_parsers(benches) -> None:
         description="Adds concurrent client sessions one at a time until one misses 25 fps (p95 frame gap over "
                     "60 ms, confirmed by a second measurement) and reports the largest count that held, with CPU "
                     "use per session.")
-    sessions.add_argument("--seconds", type=_positive(float), default=10.0, help="measured seconds per count")
+    sessions.add_argument("--seconds", type=positive(float), default=10.0, help="measured seconds per count")
     sessions.add_argument("--settle", type=float, default=3.0, help="seconds after adding a session before measuring")
-    sessions.add_argument("--max-sessions", type=_positive(int), default=8, help="stop adding at this count")
-    sessions.add_argument("--min-counts", type=_positive(int), default=2,
+    sessions.add_argument("--max-sessions", type=positive(int), default=8, help="stop adding at this count")
+    sessions.add_argument("--min-counts", type=positive(int), default=2,
                           help="measure at least this many counts, even after a miss")
     sessions.add_argument("--json", type=Path, required=True, help="where to write the results")
     sessions.add_argument("--plot", type=Path, default=None, help="PNG (default: beside the JSON)")

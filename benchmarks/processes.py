@@ -6,7 +6,9 @@ time is read from /proc, threads included.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -44,6 +46,21 @@ def cpu_share_probe(seconds: float = 1.0) -> float:
     while time.monotonic() - start_wall < seconds:
         pass
     return round((time.process_time() - start_cpu) / (time.monotonic() - start_wall), 2)
+
+
+def machine_record(load_at_start: list[float], cpu_share: float) -> dict:
+    """What a result JSON says of the machine: it is shared, so the load at both ends goes with it."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_at_start": load_at_start,
+            "cpu_share_of_a_busy_loop_at_start": cpu_share,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def config_record(config) -> dict:
+    """A benchmark's config dataclass as JSON (paths as text, without the log folder)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
+            if k != "log_dir"}
 
 
 @dataclass

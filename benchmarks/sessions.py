@@ -14,16 +14,15 @@ compete with the gateway for the same cores, which a real deployment would not).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.processes import REPO_ROOT, ServiceProcess, cpu_share_probe, gateway_process, own_cpu_seconds
+from benchmarks.processes import (REPO_ROOT, ServiceProcess, config_record, cpu_share_probe, gateway_process,
+                                  machine_record, own_cpu_seconds)
 from f2f.blas_threads import limit_blas_threads
 
 FRAME_GAP_P95_LIMIT_MS = 60.0  # 25 fps is a 40 ms gap; above 60 ms at p95 the session visibly stutters
@@ -167,13 +166,8 @@ def run_sessions_bench(config: SessionsBenchConfig, progress=print) -> dict:
         held = row["sessions"]
     return {
         "benchmark": "sessions",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "processor": platform.processor() or platform.machine(),
-                    "load_average_at_start": load_at_start,
-                    "cpu_share_of_a_busy_loop_at_start": cpu_share,
-                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
-                   if k != "log_dir"},
+        "machine": machine_record(load_at_start, cpu_share),
+        "config": config_record(config),
         "criterion": f"every session's p95 frame gap <= {FRAME_GAP_P95_LIMIT_MS:.0f} ms",
         "wall_seconds": round(time.monotonic() - started, 1),
         "sessions_held": held,

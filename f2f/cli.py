@@ -28,7 +28,8 @@ def _fps(text: str):
     return fps
 
 
-def _positive(kind):
+def positive(kind):
+    """An argparse type: `kind` parsed and > 0 (shared by every command's parser)."""
     def parse(text: str):
         value = kind(text)
         if value <= 0:
@@ -51,7 +52,7 @@ def _add_synth(commands) -> None:
         description="Writes episode_NNN.mp4 (H.264 + AAC) and episode_NNN.json (ground truth) per episode. "
                     "Deterministic per seed; rerunning skips episodes already complete.")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--episodes", type=_positive(int), default=1)
+    parser.add_argument("--episodes", type=positive(int), default=1)
     parser.add_argument("--minutes", type=_minutes, default=1.0, help="length of each episode (at least 0.5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=_fps, default="25", help="25 or 29.97")

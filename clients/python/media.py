@@ -39,7 +39,7 @@ AUDIO_FRAME_SAMPLES = 960  # 20 ms
 SYNTHETIC_FPS = 25
 
 
-class _PacedTrack(MediaStreamTrack):
+class PacedTrack(MediaStreamTrack):
     """Returns each frame when its time has come (from the first recv), and logs the hand-over."""
 
     def __init__(self) -> None:
@@ -59,7 +59,7 @@ class _PacedTrack(MediaStreamTrack):
         self.send_log.append((t, time.monotonic()))
 
 
-class FileVideoTrack(_PacedTrack):
+class FileVideoTrack(PacedTrack):
     kind = "video"
 
     def __init__(self, path: str | Path, loop: bool = True):
@@ -113,7 +113,7 @@ class FileVideoTrack(_PacedTrack):
         super().stop()
 
 
-class _AudioFrames(_PacedTrack):
+class _AudioFrames(PacedTrack):
     """Mono 48 kHz s16 samples -> 20 ms frames with pts counting samples."""
 
     kind = "audio"
@@ -275,7 +275,7 @@ def draw_face(t: float, size: tuple[int, int] = (640, 480)) -> np.ndarray:
     return image
 
 
-class SyntheticFaceTrack(_PacedTrack):
+class SyntheticFaceTrack(PacedTrack):
     kind = "video"
 
     def __init__(self, size: tuple[int, int] = (640, 480), fps: int = SYNTHETIC_FPS):

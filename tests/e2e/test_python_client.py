@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.gateway import REPO_ROOT, GatewayProcess
+from benchmarks.processes import ServiceProcess
+from tests.support.gateway import REPO_ROOT, gateway_subprocess
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,10 +30,8 @@ MIN_FRAMES = 240
 MIN_JAW_LOUDNESS_R = 0.3
 
 
-def start_gateway(model_repository: Path, log_dir: Path) -> GatewayProcess:
-    server = GatewayProcess(model_repository, log_path=log_dir / "gateway.log")
-    server.start()
-    return server
+def start_gateway(model_repository: Path, log_dir: Path) -> ServiceProcess:
+    return gateway_subprocess(model_repository, log_path=log_dir / "gateway.log").start()
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.processes import REPO_ROOT, ServiceProcess, free_port
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["REPO_ROOT", "free_port", "gateway_in_loop", "gateway_in_thread", "gateway_subprocess"]
 
 
 @dataclass
@@ -36,10 +26,8 @@ class InProcessGateway:
         return self.app.state.gateway
 
 
-@contextlib.asynccontextmanager
-async def gateway_in_loop(model_repository: Path | None, engine=None, **overrides):
-    """Serve the gateway from the running event loop; yields an InProcessGateway (url ends without '/').
-    `engine`: an unstarted engine to serve instead of the model repository's embedded one."""
+def _uvicorn_gateway(model_repository: Path | None, engine, overrides: dict):
+    """The gateway's config, app and an unstarted uvicorn server on a free loopback port."""
     import uvicorn
 
     from server.app import create_app
@@ -52,6 +40,14 @@ async def gateway_in_loop(model_repository: Path | None, engine=None, **override
     app = create_app(config, engine)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            lifespan="on", ws="websockets-sansio"))
+    return config, app, server
+
+
+@contextlib.asynccontextmanager
+async def gateway_in_loop(model_repository: Path | None, engine=None, **overrides):
+    """Serve the gateway from the running event loop; yields an InProcessGateway (url ends without '/').
+    `engine`: an unstarted engine to serve instead of the model repository's embedded one."""
+    config, app, server = _uvicorn_gateway(model_repository, engine, overrides)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 120
     while not server.started:
@@ -68,57 +64,13 @@ async def gateway_in_loop(model_repository: Path | None, engine=None, **override
         await asyncio.wait_for(task, 30)
 
 
-@dataclass
-class GatewayProcess:
-    """`python -m server serve` on a free port, with 127.0.0.1 ICE candidates."""
-
-    model_repository: Path
-    token: str | None = None
-    port: int = field(default_factory=free_port)
-    extra_args: tuple[str, ...] = ()
-    log_path: Path | None = None
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def start(self, timeout_s: float = 120.0) -> None:
-        command = [sys.executable, "-m", "server", "serve", "--port", str(self.port), "--host", "127.0.0.1",
-                   "--model-repository", str(self.model_repository), "--ice-loopback", "--log-level", "warning",
-                   *self.extra_args]
-        if self.token:
-            command += ["--token", self.token]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the gateway exited with {self.process.returncode}: {self.log()[-4000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"the gateway was not ready within {timeout_s} s: {self.log()[-4000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=15)
+def gateway_subprocess(model_repository: Path, token: str | None = None, extra_args: tuple[str, ...] = (),
+                       log_path: Path | None = None) -> ServiceProcess:
+    """`python -m server serve` on a free port, with 127.0.0.1 ICE candidates (the benchmarks' launcher);
+    `start()` returns it once /readyz answers."""
+    args = ("server", "serve", "--port", "{port}", "--host", "127.0.0.1", "--model-repository", str(model_repository),
+            "--ice-loopback", "--log-level", "warning", *extra_args, *(("--token", token) if token else ()))
+    return ServiceProcess("gateway", args, log_path=log_path)
 
 
 @dataclass
@@ -142,18 +94,7 @@ def gateway_in_thread(model_repository: Path | None, engine=None, **overrides):
     that make their own requests (schemathesis, security probes); yields a ThreadGateway."""
     import threading
 
-    import uvicorn
-
-    from server.app import create_app
-    from server.config import ServerConfig
-
-    settings = {"host": "127.0.0.1", "port": free_port(),
-                "model_repository": Path(model_repository) if model_repository else None,
-                "ice_loopback": True, "web_root": None, **overrides}
-    config = ServerConfig(**settings)
-    app = create_app(config, engine)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                           lifespan="on", ws="websockets-sansio"))
+    config, app, server = _uvicorn_gateway(model_repository, engine, overrides)
     thread = threading.Thread(target=server.run, name="f2f-test-gateway", daemon=True)
     thread.start()
     deadline = time.monotonic() + 120

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import av
 import cv2
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from clients.python.media import draw_face
+from clients.python.media import PacedTrack, draw_face
 
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
@@ -65,23 +64,7 @@ def empty_room(size: tuple[int, int]) -> np.ndarray:
     return image
 
 
-class _Paced(MediaStreamTrack):
-    def __init__(self) -> None:
-        super().__init__()
-        self._start: float | None = None
-
-    async def _pace(self, t: float) -> None:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now - t
-        wait = self._start + t - now
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-
-class ScriptedVideoTrack(_Paced):
+class ScriptedVideoTrack(PacedTrack):
     """A camera on a wall clock: the phase is chosen by the time since the first frame, and when the
     sender (the client's encoder) falls behind, frames are dropped as a real camera's would be.
     Pictures are drawn on a worker thread, so a 1080p script does not block the event loop."""
@@ -150,7 +133,7 @@ class ScriptedVideoTrack(_Paced):
         return frame
 
 
-class ScriptedAudioTrack(_Paced):
+class ScriptedAudioTrack(PacedTrack):
     """20 ms s16 frames at `rate` Hz with `channels` channels (stereo: the content on the left, the right silent)."""
 
     kind = "audio"
