@@ -23,7 +23,11 @@ import torch
 from torch import nn
 
 from f2f.avatar_spec import AvatarSpec
-from f2f.motion import FIELD_INDEX
+from f2f.motion import FIELD_INDEX, MOTION_DIM
+
+PLACEMENT_FIELDS = ("tx", "ty", "scale")  # depend on the camera's framing, not on the guest
+# The guest feature ends with the normalised geometry of these fields (rotation + expressions).
+GEOMETRY_FIELDS = tuple(i for i in range(MOTION_DIM) if i not in [FIELD_INDEX[name] for name in PLACEMENT_FIELDS])
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class GuestEncoder(nn.Module):
             stages += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.GELU()]
             in_channels = out_channels
         self.cnn = nn.Sequential(*stages)
-        used = [i for i in range(spec.motion_dim) if i not in (FIELD_INDEX["tx"], FIELD_INDEX["ty"], FIELD_INDEX["scale"])]
+        used = list(GEOMETRY_FIELDS)
         if spec.guest_feature_dim <= len(used):
             raise ValueError(f"guest_feature_dim must exceed {len(used)} (the geometry it carries)")
         self.geometry = nn.Linear(spec.motion_dim, config.hidden)

@@ -13,7 +13,9 @@ Network (a small diffusion-transformer-style velocity model over motion tokens):
   shift, scale, gate come from the guest projector, per block, with zero-initialised gates: a fresh
   video branch leaves the audio-only model unchanged (stage 2 starts from stage 1 exactly).
 Guest encoding: visible frames are projected, invisible ones are replaced by a learned blackout
-token (the paper's black frames), then learned temporal kernels summarise the 64-frame window
+token (the paper's black frames); optionally each slot also carries the guest's recent activity (the
+mean |change| of its measured geometry over the last few slots: talking moves the jaw, a pause stops
+it). Then learned temporal kernels summarise the 64-frame window
 (initialised as windows at spread delays, so "0.3 s after the guest stopped talking" is expressible
 from the start), and the P partners are summed (MPE).
 
@@ -41,6 +43,7 @@ from torch import nn
 
 from f2f.avatar_spec import AvatarSpec
 from f2f.motion import FIELD_INDEX
+from models.guest_encoder import GEOMETRY_FIELDS
 from models.layers import Attention, FeedForward, timestep_embedding
 
 
@@ -60,6 +63,11 @@ class MotionGeneratorConfig:  # defaults: the default avatar's sizes
     # the likelier motions: fewer spontaneous head moves that look like responses to nothing (default
     # avatar, train split, lambda 2: reaction precision 0.58 -> 0.62 at 1 -> 0.5, recall 0.61 both).
     temperature: float = 1.0
+    # Guest activity: per slot, how much the guest's measured geometry (jaw, head, brows...) moved over
+    # the last this-many slots (mean absolute frame-to-frame change), embedded beside the slot's
+    # feature. Talking is a moving jaw, and a pause is its absence; a linear embedding pooled over
+    # time sees only the average jaw opening. 0: off.
+    guest_activity_frames: int = 0
 
 
 @dataclass
@@ -107,6 +115,9 @@ class GuestProjector(nn.Module):
         self.layers = config.layers
         self.width = width
         self.embed = nn.Linear(spec.guest_feature_dim, width)
+        self.activity_frames = config.guest_activity_frames
+        if self.activity_frames > 0:
+            self.embed_activity = nn.Linear(len(GEOMETRY_FIELDS), width)
         self.blackout = nn.Parameter(torch.zeros(width))
         self.position = nn.Parameter(torch.zeros(spec.guest_context_frames, width))
         self.kernels = nn.Parameter(recency_kernels(config.guest_kernels, spec.guest_context_frames))
@@ -124,13 +135,30 @@ class GuestProjector(nn.Module):
     def forward(self, guest_features: torch.Tensor, guest_visible: torch.Tensor) -> torch.Tensor:
         batch, partners, frames, _ = guest_features.shape
         visible = guest_visible[..., None]  # (B, P, G, 1)
-        tokens = visible * self.embed(guest_features) + (1.0 - visible) * self.blackout  # (B, P, G, W)
+        embedded = self.embed(guest_features)  # (B, P, G, W)
+        if self.activity_frames > 0:
+            embedded = embedded + self.embed_activity(self.activity(guest_features, visible))
+        tokens = visible * embedded + (1.0 - visible) * self.blackout  # (B, P, G, W)
         tokens = tokens + self.position
         weights = self.kernels.softmax(dim=-1)  # (Kg, G)
         summary = torch.einsum("kg,bpgw->bpkw", weights, tokens).reshape(batch, partners, -1)  # (B, P, Kg*W)
         per_partner = self.summarise(summary)  # (B, P, W)
         guest = per_partner.sum(dim=1)  # (B, W): multiple partners share the encoder and add up
         return self.to_modulation(guest).reshape(batch, self.layers, 3, self.width)
+
+
+    def activity(self, guest_features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """(B, P, G, D), (B, P, G, 1) -> (B, P, G, 12): causal moving mean of |change| of the geometry
+        (the feature's last 12 entries), counting only changes between two visible slots."""
+        geometry = guest_features[..., -len(GEOMETRY_FIELDS):]  # (B, P, G, 12)
+        change = (geometry[:, :, 1:] - geometry[:, :, :-1]).abs() * visible[:, :, 1:] * visible[:, :, :-1]
+        frames = geometry.shape[2]
+        window = min(self.activity_frames, frames)
+        # Slot g sums the changes into slots g-w+1 .. g (a sum of shifted copies: no cumulative-sum
+        # cancellation, so a row's result does not depend on what else is in the batch).
+        padded = torch.cat([torch.zeros_like(geometry[:, :, :window]), change], dim=2)  # (B, P, w + G - 1, 12)
+        total = sum(padded[:, :, k:k + frames] for k in range(window))
+        return total / self.activity_frames
 
 
 class MotionBlock(nn.Module):

@@ -3,7 +3,9 @@
 A decoder from the 15 motion parameters to an RGB frame: an MLP lifts the parameters to an 8x8
 feature map, then nearest-neighbour upsampling + 3x3 convolutions double it up to the frame size
 (256 on CPU, 512 on GPU). Coordinates are appended at each stage so position-dependent detail
-(where the eyes and mouth are for a given pose) is easy to express.
+(where the eyes and mouth are for a given pose) is easy to express. With `subpixel_output` the last
+doubling is a sub-pixel convolution instead of a full-resolution stage (the default avatar's choice:
+half the per-frame cost).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ class RendererConfig:  # defaults: the default avatar's sizes
     # Channels of the 8x8 map and of each doubling stage, largest first; the last entry is reused
     # for any further stage so one config serves 256 and 512 outputs.
     channels: tuple[int, ...] = (64, 64, 48, 32, 16, 8)
+    # The last doubling as a sub-pixel convolution: the half-size map's to-RGB conv emits 4 RGB
+    # values per pixel, pixel-shuffled into the full frame. The full-resolution stage (two 3x3
+    # convs over 256x256 on few channels, memory-bound) was the largest share of the cost.
+    subpixel_output: bool = False
 
 
 def _coordinates(size: int, device: torch.device) -> torch.Tensor:
@@ -38,9 +44,11 @@ def _coordinates(size: int, device: torch.device) -> torch.Tensor:
 class Renderer(nn.Module):
     def __init__(self, spec: AvatarSpec, config: RendererConfig = RendererConfig()):
         super().__init__()
-        stages = int(round(math.log2(spec.frame_size / BASE_SIZE)))
-        if BASE_SIZE * 2**stages != spec.frame_size:
+        doublings = int(round(math.log2(spec.frame_size / BASE_SIZE)))
+        if BASE_SIZE * 2**doublings != spec.frame_size:
             raise ValueError(f"frame_size must be {BASE_SIZE} times a power of two, got {spec.frame_size}")
+        self.shuffle = 2 if config.subpixel_output else 1
+        stages = doublings - (1 if config.subpixel_output else 0)  # conv stages (each doubles the map)
         self.spec = spec
         self.config = config
         widths = [config.channels[min(i, len(config.channels) - 1)] for i in range(stages + 1)]
@@ -54,7 +62,7 @@ class Renderer(nn.Module):
                           nn.Conv2d(widths[i + 1], widths[i + 1], 3, padding=1), nn.GELU())
             for i in range(stages)
         )
-        self.to_rgb = nn.Conv2d(widths[-1], 3, 3, padding=1)
+        self.to_rgb = nn.Conv2d(widths[-1], 3 * self.shuffle**2, 3, padding=1)
         self.base_width = widths[0]
         self.register_buffer("motion_mean", torch.zeros(spec.motion_dim))
         self.register_buffer("motion_std", torch.ones(spec.motion_dim))
@@ -68,6 +76,9 @@ class Renderer(nn.Module):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             coords = _coordinates(x.shape[-1], x.device).expand(x.shape[0], -1, -1, -1)
             x = stage(torch.cat([x, coords], dim=1))
-        rgb = torch.sigmoid(self.to_rgb(x))  # (B*K, 3, F, F)
+        rgb = self.to_rgb(x)  # (B*K, 3 s^2, F/s, F/s), s = 2 with the sub-pixel output, else 1
+        if self.shuffle > 1:
+            rgb = F.pixel_shuffle(rgb, self.shuffle)
+        rgb = torch.sigmoid(rgb)  # (B*K, 3, F, F)
         size = self.spec.frame_size
         return rgb.reshape(batch, frames_per_step, 3, size, size)

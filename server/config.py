@@ -133,7 +133,7 @@ class ServerConfig:
     # Avatar
     # Video guidance of new sessions that name none: the shipped default avatar's, chosen on its train
     # split (pipeline/train/config.py, avatars/default/eval.json). Set it per avatar served.
-    default_lambda_video: float = 2.0
+    default_lambda_video: float = 1.5
     # Fixed wait past the look-ahead for the audio. 0: the avatar loop waits for the audio's arrival
     # instead (up to 50 ms), which costs nothing when it is on time (f2f bench latency).
     audio_margin_ms: float = 0.0

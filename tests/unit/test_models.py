@@ -10,6 +10,9 @@ import torch
 from export.onnx_export import example_inputs
 from f2f.avatar_spec import GUEST_ENCODER, MOTION_GENERATOR, RENDERER, AvatarSpec
 from models.avatar import Avatar, load_avatar, random_avatar, save_avatar, tiny_config
+from models.guest_encoder import GEOMETRY_FIELDS
+from models.motion_generator import GuestProjector, MotionGeneratorConfig
+from models.renderer import Renderer, RendererConfig
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +136,30 @@ def test_sampling_temperature_scales_the_starting_noise_and_survives_a_checkpoin
         assert torch.allclose(warm.motion_generator(**inputs), base.motion_generator(**halved), atol=1e-6)
     save_avatar(warm, tmp_path / "warm")
     assert load_avatar(tmp_path / "warm").config.motion_generator.temperature == 0.5
+
+
+def test_subpixel_renderer_makes_full_size_frames_with_one_conv_stage_fewer():
+    spec = AvatarSpec(frame_size=128)
+    plain = Renderer(spec, RendererConfig(hidden=16, channels=(16, 8, 8, 4)))
+    subpixel = Renderer(spec, RendererConfig(hidden=16, channels=(16, 8, 8, 4), subpixel_output=True))
+    assert len(subpixel.stages) == len(plain.stages) - 1 == 3
+    with torch.no_grad():
+        frames = subpixel(torch.randn(2, 1, spec.motion_dim))
+    assert frames.shape == (2, 1, 3, 128, 128)
+    assert float(frames.min()) >= 0.0 and float(frames.max()) <= 1.0
+
+
+def test_guest_activity_is_causal_and_counts_only_changes_between_visible_frames():
+    """The projector's activity feature: the mean |change| of the geometry over the last w slots."""
+    spec = AvatarSpec(guest_feature_dim=16, guest_context_frames=12)
+    projector = GuestProjector(spec, MotionGeneratorConfig(width=8, layers=1, heads=1, guest_kernels=2,
+                                                           guest_activity_frames=3))
+    features = torch.zeros(1, 1, 12, 16)
+    visible = torch.ones(1, 1, 12, 1)
+    assert torch.equal(projector.activity(features, visible), torch.zeros(1, 1, 12, len(GEOMETRY_FIELDS)))
+    features[0, 0, 6:, -1] = 3.0  # the last geometry field steps up at slot 6 and stays
+    activity = projector.activity(features, visible)[0, 0, :, -1]
+    assert activity.tolist() == [0.0] * 6 + [1.0] * 3 + [0.0] * 3  # seen at slots 6..8 only (w = 3)
+    assert float(projector.activity(features, visible)[..., :-1].abs().sum()) == 0.0
+    visible[0, 0, 6] = 0.0  # the step's slot unseen: no change counted into or out of it
+    assert float(projector.activity(features, visible).abs().sum()) == 0.0

@@ -150,7 +150,9 @@ def test_rollout_of_clips_of_different_lengths_matches_each_alone():
     together = rollout(avatar.motion_generator, inputs, [0.0, 2.0], noise)
     alone = rollout(avatar.motion_generator, inputs[1:], 2.0, noise[1:])
     assert together[1].shape == (22, MOTION_DIM)
-    np.testing.assert_allclose(together[1], alone[0], atol=1e-5)
+    # float32 round-off of batched matmuls, carried through 22 autoregressive steps; padding leaking
+    # into the shorter clip would differ by O(1)
+    np.testing.assert_allclose(together[1], alone[0], rtol=1e-4, atol=5e-5)
 
 
 def test_speech_gate_and_frame_mask():
