@@ -91,7 +91,11 @@ def test_evaluate_writes_eval_json_and_plots(trained, tmp_path):
     result = json.loads(text, parse_constant=lambda name: pytest.fail(f"eval.json holds {name}"))
     for key in HEADLINE:
         assert key in result, key
-    assert [row["lambda_video"] for row in result["cfg_sweep"]] == [0.0, 1.0, 2.0]
+    # The sweep is the requested scales plus the avatar's default (the headline reactivity is measured there).
+    expected = sorted({0.0, 1.0, 2.0, result["lambda_video_default"]})
+    assert [row["lambda_video"] for row in result["cfg_sweep"]] == expected
+    assert result["reaction_f1"] == next(row["reaction_f1"] for row in result["cfg_sweep"]
+                                         if row["lambda_video"] == result["lambda_video_default"])
     assert 0.0 <= result["face_detect_rate"] <= 1.0 and result["psnr"] > 0
     assert set(result["reaction_per_rule"]) == {"nod_after_pause", "smile_back", "mirror_tilt", "look_at_speaker"}
     assert result["latency_ms"]["median_ms"]["sum"] > 0
