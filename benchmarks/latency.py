@@ -581,16 +581,13 @@ def default_model_repository(checkpoint: Path | None, workdir: Path) -> tuple[Pa
     avatar there, else `checkpoint` (default avatars/default) exported into `workdir`."""
     from export.exporter import ExportOptions, export_checkpoint
     from export.model_repository import BatchingConfig
+    from export.stamp import STAMP_FILE, export_stamp
 
     checkpoint = checkpoint or REPO_ROOT / "avatars" / "default"
     built = REPO_ROOT / "build" / "model_repository"
-    stamp = built / ".exported-from"
+    stamp = built / STAMP_FILE
     if checkpoint.resolve() == (REPO_ROOT / "avatars" / "default").resolve() and stamp.is_file():
-        import hashlib
-
-        digest = hashlib.sha256((checkpoint / "config.json").read_bytes()
-                                + (checkpoint / "model.safetensors").read_bytes()).hexdigest()
-        if stamp.read_text().strip() == digest:
+        if stamp.read_text().strip() == export_stamp(checkpoint):
             return built, f"{checkpoint} (exported by make serve to {built})"
     out = workdir / "model_repository"
     options = ExportOptions(batching=BatchingConfig(instance_kind="KIND_CPU"), quiet=True)

@@ -85,7 +85,7 @@ async def _measure(sessions: list[_Session], service: ServiceProcess, seconds: f
             "frame_gap_ms_p95": round(float(np.percentile(gaps, 95)), 1) if gaps.size else None,
             "frame_gap_ms_p99": round(float(np.percentile(gaps, 99)), 1) if gaps.size else None,
             "server_fps": stats.get("fps"), "server_frames_skipped": stats.get("frames_skipped"),
-            "server_step_ms_mean": stats.get("step_ms_mean"),
+            "server_step_ms_mean": stats.get("step_ms_mean"), "server_send_gap_ms_p95": stats.get("send_gap_ms_p95"),
         })
     p95 = [s["frame_gap_ms_p95"] for s in per_session]
     n = len(sessions)

@@ -9,7 +9,7 @@ scripts/setup.sh
 avatar=${F2F_AVATAR:-avatars/default}
 repo=${F2F_MODEL_REPOSITORY:-build/model_repository}
 stamp="$repo/.exported-from"
-want=$(cat "$avatar/config.json" "$avatar/model.safetensors" | sha256sum | cut -d' ' -f1)
+want=$(.venv/bin/python -m export.stamp "$avatar")  # the checkpoint + the exporting code (export/stamp.py)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[serve] exporting $avatar to $repo" >&2
     rm -rf "$repo.partial"

@@ -80,11 +80,11 @@ class _Featurizer:
         self._lock = threading.Lock()
         self._closed = False
 
-    def __call__(self, bgr: np.ndarray):
+    def __call__(self, rgb: np.ndarray):
         with self._lock:
             if self._closed:
                 return []
-            return self._mesh(bgr)
+            return self._mesh.measure_rgb(rgb)
 
     def close(self) -> None:
         with self._lock:
@@ -107,7 +107,7 @@ def analyse_frame(frame, featurizer: Callable, crop_size: int) -> tuple[PartnerF
     else:
         rgb = frame.to_ndarray(format="rgb24")
     converted = time.perf_counter()
-    faces = featurizer(rgb[..., ::-1])  # the featurizer takes BGR
+    faces = featurizer(rgb)  # RGB, as mediapipe takes it: no channel flip and copy per frame
     face = None
     if faces:
         best = max(faces, key=lambda f: f.box[2] * f.box[3])

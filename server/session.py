@@ -21,6 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from engines.contract import AvatarEngine
@@ -226,6 +227,14 @@ class Session:
             return 0.0
         return round((len(recent) - 1) / max(now - recent[0], 1e-6), 2)
 
+    def send_gap_ms_p95(self) -> float | None:
+        """95th percentile of the gaps between the last 100 frames handed to the video sender: the
+        gateway's own share of the frame-gap jitter a client sees (no network, no client decode)."""
+        times = np.asarray(self._sent_times if self.video_out is not None else ())
+        if times.size < 3:
+            return None
+        return round(float(np.percentile(np.diff(times), 95)) * 1000.0, 1)
+
     def set_lambda_video(self, value: float) -> None:
         self.controls.lambda_video = float(value)
         self.events.publish({"type": "lambda_video", "lambda_video": self.controls.lambda_video})
@@ -298,6 +307,7 @@ class Session:
             "frames_skipped_engine": loop.skipped_engine if loop else 0,
             "frames_dropped_backlog": self.video_out.frames_dropped if self.video_out else 0,
             "fps": self.fps(),
+            "send_gap_ms_p95": self.send_gap_ms_p95(),
             "first_frame_ms": (round((loop.first_frame_at - self.connected_at) * 1000, 1)
                                if loop and loop.first_frame_at and self.connected_at else None),
             "step_ms_last": round(loop.last_step_s * 1000, 2) if loop else None,

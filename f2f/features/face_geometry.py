@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from f2f.motion import FIELD_INDEX, MOTION_DIM, clip_expressions
@@ -158,6 +159,11 @@ def motion_from_landmarks(points: np.ndarray, image_width: int, image_height: in
     return clip_expressions(out)
 
 
+def _check_image(image: np.ndarray, order: str) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 {order} image, got {image.shape} {image.dtype}")
+
+
 class FaceGeometryFeaturizer:
     """Runs the mediapipe face mesh on BGR images and measures every face found.
 
@@ -179,10 +185,14 @@ class FaceGeometryFeaturizer:
         self._lock = threading.Lock()
 
     def __call__(self, image_bgr: np.ndarray) -> list[FaceGeometry]:
-        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {image_bgr.shape} {image_bgr.dtype}")
-        height, width = image_bgr.shape[:2]
-        rgb = np.ascontiguousarray(image_bgr[..., ::-1])
+        _check_image(image_bgr, "BGR")
+        return self.measure_rgb(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+
+    def measure_rgb(self, rgb: np.ndarray) -> list[FaceGeometry]:
+        """The same on an RGB image (what mediapipe takes: no conversion; the gateway's decoders give RGB)."""
+        _check_image(rgb, "RGB")
+        rgb = np.ascontiguousarray(rgb)
+        height, width = rgb.shape[:2]
         with self._lock:
             result = self._mesh.process(rgb)
         faces = []

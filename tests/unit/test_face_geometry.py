@@ -44,6 +44,19 @@ def test_rejects_non_bgr_images(featurizer):
         featurizer(np.zeros((64, 64), np.uint8))
 
 
+def test_rgb_entry_point_measures_what_the_bgr_one_does():
+    # The gateway hands its decoded RGB straight to `measure_rgb`; training and curation pass BGR.
+    # Both must see the same face (static mode: no tracking state carried between the two calls).
+    image, _ = render_face(np.random.default_rng(3), neutral_vector())
+    with FaceGeometryFeaturizer() as featurizer:
+        (from_bgr,) = featurizer(image)
+        (from_rgb,) = featurizer.measure_rgb(image[..., ::-1])
+    np.testing.assert_array_equal(from_bgr.landmarks, from_rgb.landmarks)
+    np.testing.assert_array_equal(from_bgr.motion, from_rgb.motion)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        featurizer.measure_rgb(np.zeros((8, 8, 4), np.uint8))
+
+
 def test_no_face_gives_no_measurement(featurizer):
     assert featurizer(np.full((240, 320, 3), 90, np.uint8)) == []
 

@@ -163,3 +163,15 @@ def test_guest_activity_is_causal_and_counts_only_changes_between_visible_frames
     assert float(projector.activity(features, visible)[..., :-1].abs().sum()) == 0.0
     visible[0, 0, 6] = 0.0  # the step's slot unseen: no change counted into or out of it
     assert float(projector.activity(features, visible).abs().sum()) == 0.0
+
+
+def test_renderer_coordinate_term_split_equals_the_concatenated_convolution():
+    # The renderer computes conv(cat([x, coordinates])) as conv(x) + conv(coordinates) so the export
+    # folds the coordinates away; the weights and the result must stay those of the one convolution.
+    from models.renderer import _conv_with_coordinates, _coordinates
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(32 + 2, 16, 3, padding=1)
+    x = torch.randn(3, 32, 64, 64)
+    whole = conv(torch.cat([x, _coordinates(64, x.device).expand(3, -1, -1, -1)], dim=1))
+    torch.testing.assert_close(_conv_with_coordinates(conv, x), whole, rtol=1e-5, atol=1e-5)
