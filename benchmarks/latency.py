@@ -590,7 +590,7 @@ def default_model_repository(checkpoint: Path | None, workdir: Path) -> tuple[Pa
         if stamp.read_text().strip() == export_stamp(checkpoint):
             return built, f"{checkpoint} (exported by make serve to {built})"
     out = workdir / "model_repository"
-    options = ExportOptions(batching=BatchingConfig(instance_kind="KIND_CPU"), quiet=True)
+    options = ExportOptions(batching=BatchingConfig(instance_kind="KIND_CPU"), int8_renderer=True, quiet=True)  # as serve
     if not export_checkpoint(checkpoint, out, options)["passed"]:
         raise RuntimeError(f"exporting {checkpoint} failed its parity check (see {out}/export_report.json)")
     return out, str(checkpoint)

@@ -16,6 +16,8 @@ def add_export_parser(commands) -> None:
     parser.add_argument("--out", type=Path, required=True, help="model repository to write")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans (needs TensorRT + a GPU)")
     parser.add_argument("--fp16", action="store_true", help="fp16 TensorRT plans")
+    parser.add_argument("--int8-renderer", action="store_true",
+                        help="CPU serving: an int8 renderer (onnxruntime), kept only if its frames match the float one's")
     parser.add_argument("--max-batch", type=int, default=64, help="largest batch Triton forms (default 64)")
     parser.add_argument("--instance-kind", choices=("gpu", "cpu"), default="gpu", help="Triton instance kind")
     parser.add_argument("--instances", type=int, default=1, help="Triton instances per model")
@@ -39,14 +41,19 @@ def _run_export(args) -> int:
     batching = BatchingConfig(max_batch_size=args.max_batch, instance_count=args.instances,
                               instance_kind=f"KIND_{args.instance_kind.upper()}")
     options = ExportOptions(tensorrt=args.tensorrt, fp16=args.fp16, version=args.version, batching=batching,
-                            quiet=args.quiet)
+                            quiet=args.quiet, int8_renderer=args.int8_renderer)
     try:
         report = export_checkpoint(args.checkpoint, args.out, options)
-    except (ExportError, TensorRTUnavailable, FileNotFoundError, ValueError) as error:
+    except (ExportError, TensorRTUnavailable, FileNotFoundError, ValueError) as error:  # Int8RendererError too
         print(f"export failed: {error}", file=sys.stderr)
         return 1
     for row in report["parity"]:
         print(f"{row['network']:>16} batch {row['batch']:>2}: max_abs_diff {row['max_abs_diff']:.2e}")
+    int8 = report["networks"].get("renderer", {}).get("int8")
+    if int8:
+        print(f"        renderer int8: PSNR vs float {int8['psnr_db_median']} dB (p5 {int8['psnr_db_p5']}), face found "
+              f"{int8['face_found_int8']} (float {int8['face_found_float']}), jawOpen diff {int8['jaw_open_abs_difference']}, "
+              f"{int8['ms_per_frame_float']} -> {int8['ms_per_frame_int8']} ms")
     print(f"model repository: {args.out} ({report['platform']}, {report['seconds']} s)")
     return 0
 

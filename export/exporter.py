@@ -19,7 +19,8 @@ from engines.repository import MODEL_FILES, ONNX_PLATFORM, TENSORRT_PLATFORM
 from export.model_repository import BatchingConfig, network_config, version_dir, write_config, write_ensemble
 from export.onnx_export import PARITY_TOLERANCE, ExportError, check_parity, export_onnx
 from export.tensorrt_plans import build_plan
-from f2f.avatar_spec import NETWORKS
+from export.int8_renderer import quantize_renderer
+from f2f.avatar_spec import NETWORKS, RENDERER
 from models.avatar import Avatar, load_avatar
 
 REPORT_FILE = "export_report.json"
@@ -32,6 +33,9 @@ class ExportOptions:
     version: int = 1
     batching: BatchingConfig = BatchingConfig()
     quiet: bool = False
+    # CPU serving: the renderer's convolutions in int8 (export/int8_renderer.py), kept only if its frames
+    # match the float renderer's. Not with TensorRT: GPU plans are built from the float graph.
+    int8_renderer: bool = False
 
 
 def export_avatar(avatar: Avatar, out: Path, options: ExportOptions = ExportOptions(), source: str = "") -> dict:
@@ -39,9 +43,11 @@ def export_avatar(avatar: Avatar, out: Path, options: ExportOptions = ExportOpti
     out.mkdir(parents=True, exist_ok=True)
     spec = avatar.spec
     platform = TENSORRT_PLATFORM if options.tensorrt else ONNX_PLATFORM
+    if options.int8_renderer and options.tensorrt:
+        raise ValueError("the int8 renderer is for onnxruntime on CPU; TensorRT plans are built from the float graph")
     report: dict = {
         "avatar": avatar.config.name, "source": source, "spec": json.loads(spec.to_json()),
-        "platform": platform, "fp16": options.fp16, "version": options.version,
+        "platform": platform, "fp16": options.fp16, "int8_renderer": options.int8_renderer, "version": options.version,
         "tolerance": PARITY_TOLERANCE, "parity": [], "networks": {}, "passed": False,
     }
     started = time.perf_counter()
@@ -60,6 +66,10 @@ def export_avatar(avatar: Avatar, out: Path, options: ExportOptions = ExportOpti
                 worst = max(failed, key=lambda p: p.max_abs_diff)
                 raise ExportError(f"{network}: ONNX differs from torch by {worst.max_abs_diff:.3g} at batch "
                                   f"{worst.batch} (tolerance {PARITY_TOLERANCE:g})")
+            if options.int8_renderer and network == RENDERER:
+                entry["int8"] = quantize_renderer(onnx_path, onnx_path, avatar.renderer.motion_mean.numpy(),
+                                                  avatar.renderer.motion_std.numpy())
+                entry["onnx_bytes"] = onnx_path.stat().st_size
             if options.tensorrt:
                 plan = build_plan(onnx_path, onnx_dir / MODEL_FILES[TENSORRT_PLATFORM], spec, network,
                                   options.batching.max_batch_size, options.fp16)

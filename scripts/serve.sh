@@ -9,11 +9,13 @@ scripts/setup.sh
 avatar=${F2F_AVATAR:-avatars/default}
 repo=${F2F_MODEL_REPOSITORY:-build/model_repository}
 stamp="$repo/.exported-from"
-want=$(.venv/bin/python -m export.stamp "$avatar")  # the checkpoint + the exporting code (export/stamp.py)
+# CPU serving: Triton CPU instances if served by Triton; the int8 renderer (checked against the float one).
+flags=(--instance-kind cpu --int8-renderer)  # = export/stamp.py SERVE_EXPORT_FLAGS
+want=$(.venv/bin/python -m export.stamp "$avatar" "${flags[@]}")  # checkpoint + exporting code + flags
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[serve] exporting $avatar to $repo" >&2
     rm -rf "$repo.partial"
-    .venv/bin/f2f export "$avatar" --out "$repo.partial" --instance-kind cpu --quiet >&2
+    .venv/bin/f2f export "$avatar" --out "$repo.partial" "${flags[@]}" --quiet >&2
     rm -rf "$repo"
     mv "$repo.partial" "$repo"
     echo "$want" >"$stamp"

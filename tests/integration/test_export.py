@@ -86,3 +86,34 @@ def test_tensorrt_absent_gives_a_clear_error(tmp_path, capsys):
     save_avatar(random_avatar(tiny_config(), seed=2), tmp_path / "ckpt")
     assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "repo"), "--tensorrt", "--quiet"]) == 1
     assert "TensorRT is not installed" in capsys.readouterr().err
+
+
+def test_int8_renderer_is_kept_only_when_it_matches_the_float_one(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from export.int8_renderer import Int8RendererError, Int8RendererOptions, quantize_renderer
+    from export.onnx_export import export_onnx
+
+    avatar = random_avatar(tiny_config(), seed=3)
+    report = export_avatar(avatar, tmp_path / "repo", ExportOptions(quiet=True, int8_renderer=True))
+    figures = report["networks"]["renderer"]["int8"]
+    assert report["int8_renderer"] is True and figures["psnr_db_median"] >= Int8RendererOptions().min_psnr_db
+    path = model_file(tmp_path / "repo", "renderer")
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in onnx.load(path).graph.node}
+    motion = np.zeros((2, 1, 15), np.float32) + avatar.renderer.motion_mean.numpy()
+    (frames,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"motion": motion})
+    with torch.no_grad():
+        expected = avatar.renderer(torch.from_numpy(motion)).numpy()
+    assert frames.shape == expected.shape and float(np.abs(frames - expected).mean()) < 0.02
+
+    # A check that fails says why and leaves the float graph where it was.
+    float_path = export_onnx(avatar.renderer, avatar.spec, "renderer", tmp_path / "float" / "model.onnx")
+    before = float_path.read_bytes()
+    with pytest.raises(Int8RendererError, match="PSNR"):
+        quantize_renderer(float_path, float_path, avatar.renderer.motion_mean.numpy(),
+                          avatar.renderer.motion_std.numpy(), Int8RendererOptions(min_psnr_db=200.0))
+    assert float_path.read_bytes() == before
+    with pytest.raises(ValueError, match="TensorRT"):
+        export_avatar(avatar, tmp_path / "trt", ExportOptions(quiet=True, int8_renderer=True, tensorrt=True))

@@ -206,3 +206,11 @@ def test_plan_builder_onnx_mode_copies_models_and_caches(onnx_repository, tmp_pa
     (onnx_repository / "renderer" / "1" / "model.onnx").write_bytes(b"changed")
     assert build_plans.main(args) == 0
     assert (out / "renderer" / "1" / "model.onnx").read_bytes() == b"changed"
+
+
+def test_make_serve_exports_with_the_flags_the_benchmarks_reuse():
+    # The benchmarks reuse build/model_repository only when its stamp is that of the same export.
+    from export.stamp import SERVE_EXPORT_FLAGS
+
+    script = (ROOT / "scripts" / "serve.sh").read_text()
+    assert f"flags=({' '.join(SERVE_EXPORT_FLAGS)})" in script
