@@ -50,7 +50,9 @@ def _run_export(args) -> int:
     for row in report["parity"]:
         print(f"{row['network']:>16} batch {row['batch']:>2}: max_abs_diff {row['max_abs_diff']:.2e}")
     int8 = report["networks"].get("renderer", {}).get("int8")
-    if int8:
+    if int8 and not int8["kept"]:
+        print(f"        renderer int8: not kept, the renderer stays float ({int8['reason']})")
+    elif int8:
         print(f"        renderer int8: PSNR vs float {int8['psnr_db_median']} dB (p5 {int8['psnr_db_p5']}), face found "
               f"{int8['face_found_int8']} (float {int8['face_found_float']}), jawOpen diff {int8['jaw_open_abs_difference']}, "
               f"{int8['ms_per_frame_float']} -> {int8['ms_per_frame_int8']} ms")

@@ -8,6 +8,7 @@ export says exactly which network and batch size disagreed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -19,11 +20,12 @@ from engines.repository import MODEL_FILES, ONNX_PLATFORM, TENSORRT_PLATFORM
 from export.model_repository import BatchingConfig, network_config, version_dir, write_config, write_ensemble
 from export.onnx_export import PARITY_TOLERANCE, ExportError, check_parity, export_onnx
 from export.tensorrt_plans import build_plan
-from export.int8_renderer import quantize_renderer
+from export.int8_renderer import Int8RendererError, quantize_renderer
 from f2f.avatar_spec import NETWORKS, RENDERER
 from models.avatar import Avatar, load_avatar
 
 REPORT_FILE = "export_report.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,7 @@ def export_avatar(avatar: Avatar, out: Path, options: ExportOptions = ExportOpti
                 raise ExportError(f"{network}: ONNX differs from torch by {worst.max_abs_diff:.3g} at batch "
                                   f"{worst.batch} (tolerance {PARITY_TOLERANCE:g})")
             if options.int8_renderer and network == RENDERER:
-                entry["int8"] = quantize_renderer(onnx_path, onnx_path, avatar.renderer.motion_mean.numpy(),
-                                                  avatar.renderer.motion_std.numpy())
+                entry["int8"] = _int8_renderer(avatar, onnx_path)
                 entry["onnx_bytes"] = onnx_path.stat().st_size
             if options.tensorrt:
                 plan = build_plan(onnx_path, onnx_dir / MODEL_FILES[TENSORRT_PLATFORM], spec, network,
@@ -84,6 +85,17 @@ def export_avatar(avatar: Avatar, out: Path, options: ExportOptions = ExportOpti
         tmp.write_text(json.dumps(report, indent=2) + "\n")
         os.replace(tmp, path)
     return report
+
+
+def _int8_renderer(avatar: Avatar, onnx_path: Path) -> dict:
+    """The renderer's graph replaced by its int8 version where that passes its checks; else it stays
+    float (a serving export must not fail because one avatar quantizes badly) and the report says why."""
+    stats = avatar.renderer.motion_mean.numpy(), avatar.renderer.motion_std.numpy()
+    try:
+        return {"kept": True, **quantize_renderer(onnx_path, onnx_path, *stats)}
+    except Int8RendererError as error:
+        log.warning("the renderer stays float: %s", error)
+        return {"kept": False, "reason": str(error), **error.figures}
 
 
 def export_checkpoint(checkpoint: Path, out: Path, options: ExportOptions = ExportOptions()) -> dict:

@@ -7,8 +7,9 @@ motion statistics (the renderer's `motion_mean` / `motion_std`, clipped to the f
 
 The float export stays the reference: a second draw of motions is rendered by both, and the int8 graph
 is kept only if its frames are close (PSNR against the float frames) and the face mesh finds and
-measures the same face in them (detection rate, jawOpen: what lip-sync is judged by). The figures go to
-the export report. GPU serving (TensorRT, Triton on GPU) keeps the float graph.
+measures the same face in them (detection rate, jawOpen: what lip-sync is judged by); otherwise the
+export keeps the float graph and says why. The figures go to the export report. GPU serving
+(TensorRT, Triton on GPU) keeps the float graph.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ class Int8RendererOptions:
 
 
 class Int8RendererError(ValueError):
-    pass
+    """The int8 graph failed a check (its figures attached); the float graph is left as it was."""
+
+    def __init__(self, message: str, figures: dict):
+        super().__init__(message)
+        self.figures = figures
 
 
 def draw_motions(mean: np.ndarray, std: np.ndarray, count: int, spread: float, seed: int) -> np.ndarray:
@@ -72,12 +77,12 @@ def quantize_renderer(float_path: Path, out_path: Path, motion_mean: np.ndarray,
         figures = compare_renderers(float_path, candidate, check)
         if figures["psnr_db_median"] < options.min_psnr_db:
             raise Int8RendererError(f"int8 renderer frames are too far from the float ones: median PSNR "
-                                    f"{figures['psnr_db_median']:.1f} dB < {options.min_psnr_db} dB")
+                                    f"{figures['psnr_db_median']:.1f} dB < {options.min_psnr_db} dB", figures)
         if figures["face_found_int8"] < figures["face_found_float"] - options.max_face_found_drop or \
                 figures["jaw_open_abs_difference"] > options.max_jaw_difference:
             raise Int8RendererError(f"the face mesh reads int8 frames differently: found {figures['face_found_int8']} "
                                     f"vs {figures['face_found_float']}, jawOpen differs by "
-                                    f"{figures['jaw_open_abs_difference']:.3f} (limit {options.max_jaw_difference})")
+                                    f"{figures['jaw_open_abs_difference']:.3f} (limit {options.max_jaw_difference})", figures)
         partial = out_path.with_name(out_path.name + ".partial")
         partial.write_bytes(candidate.read_bytes())
         os.replace(partial, out_path)

@@ -99,7 +99,8 @@ def test_int8_renderer_is_kept_only_when_it_matches_the_float_one(tmp_path):
     avatar = random_avatar(tiny_config(), seed=3)
     report = export_avatar(avatar, tmp_path / "repo", ExportOptions(quiet=True, int8_renderer=True))
     figures = report["networks"]["renderer"]["int8"]
-    assert report["int8_renderer"] is True and figures["psnr_db_median"] >= Int8RendererOptions().min_psnr_db
+    assert report["int8_renderer"] is True and figures["kept"] is True
+    assert figures["psnr_db_median"] >= Int8RendererOptions().min_psnr_db
     path = model_file(tmp_path / "repo", "renderer")
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in onnx.load(path).graph.node}
     motion = np.zeros((2, 1, 15), np.float32) + avatar.renderer.motion_mean.numpy()
@@ -117,3 +118,20 @@ def test_int8_renderer_is_kept_only_when_it_matches_the_float_one(tmp_path):
     assert float_path.read_bytes() == before
     with pytest.raises(ValueError, match="TensorRT"):
         export_avatar(avatar, tmp_path / "trt", ExportOptions(quiet=True, int8_renderer=True, tensorrt=True))
+
+
+def test_an_int8_renderer_that_fails_its_check_leaves_the_float_graph_in_the_export(tmp_path, monkeypatch):
+    import onnx
+
+    import export.exporter as exporter
+    from export.int8_renderer import Int8RendererError
+
+    def failing(*args, **kwargs):
+        raise Int8RendererError("median PSNR 20.0 dB < 35.0 dB", {"psnr_db_median": 20.0})
+
+    monkeypatch.setattr(exporter, "quantize_renderer", failing)
+    report = export_avatar(random_avatar(tiny_config(), seed=4), tmp_path, ExportOptions(quiet=True, int8_renderer=True))
+    assert report["passed"] is True
+    assert report["networks"]["renderer"]["int8"] == {"kept": False, "reason": "median PSNR 20.0 dB < 35.0 dB",
+                                                      "psnr_db_median": 20.0}
+    assert "QuantizeLinear" not in {node.op_type for node in onnx.load(model_file(tmp_path, "renderer")).graph.node}
