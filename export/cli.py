@@ -44,7 +44,7 @@ def _run_export(args) -> int:
                             quiet=args.quiet, int8_renderer=args.int8_renderer)
     try:
         report = export_checkpoint(args.checkpoint, args.out, options)
-    except (ExportError, TensorRTUnavailable, FileNotFoundError, ValueError) as error:  # Int8RendererError too
+    except (ExportError, TensorRTUnavailable, FileNotFoundError, ValueError) as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 1
     for row in report["parity"]:

@@ -47,7 +47,7 @@ def _conv_with_coordinates(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     The same weights and the same result, but the coordinates' term depends on nothing but the weights:
     it is a constant the exported graph folds away, and the remaining conv has a channel count
     (64, 48, 32...) that onnxruntime's blocked-layout kernels take; with the 2 extra channels it fell
-    back to a slower kernel (renderer 5.9 -> 3.7 ms, 1 thread).  x (N, C, S, S) -> (N, C', S, S)"""
+    back to a slower kernel (renderer 5.85 -> 4.95 ms, onnxruntime, 1 thread).  x (N, C, S, S) -> (N, C', S, S)"""
     channels = x.shape[1]
     coords = _coordinates(x.shape[-1], x.device)  # (1, 2, S, S)
     position = F.conv2d(coords, conv.weight[:, channels:], None, conv.stride, conv.padding)  # (1, C', S, S)
