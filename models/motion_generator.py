@@ -49,6 +49,7 @@ from models.layers import Attention, FeedForward, timestep_embedding
 
 HISTORY_CLAMP = 8.0  # normalised units
 ABSOLUTE_FIELDS = ("jawOpen", "mouthPucker", "eyeBlinkLeft", "eyeBlinkRight")  # fast: the flow models their values
+OUTPUT_RANGE = 6.0  # increment fields' outputs stay within the data mean +- this many std
 REFERENCE_RANGE = 6.0  # a reference field further than this many std from the data mean is replaced by the mean
 
 
@@ -229,6 +230,10 @@ class MotionGenerator(nn.Module):
     def to_motion(self, x: torch.Tensor, motion_history: torch.Tensor) -> torch.Tensor:
         """The flow's sample (B, K, 15) -> motion (B, K, 15)."""
         increment = self.reference(motion_history) + x * self.delta_std
+        # Increments integrate: bound them to the data's range so a drifting rollout cannot leave it
+        # (a guard; training with history offsets is what keeps the pose there).
+        bound = OUTPUT_RANGE * self.motion_std
+        increment = torch.maximum(torch.minimum(increment, self.motion_mean + bound), self.motion_mean - bound)
         return torch.where(self.increment_fields > 0, increment, x * self.motion_std + self.motion_mean)
 
     # --- the pieces training uses -----------------------------------------------------------

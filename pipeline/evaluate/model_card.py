@@ -127,14 +127,16 @@ def card(avatar_dir: Path, timings: dict | None = None, commands: list[str] | No
                       f"intra-op thread(s), median of {lat['calls']} calls ({lat['cores']} cores, shared machine): "
                       f"guest encoder {med['guest_encoder']} ms, motion generator {med['motion_generator']} ms, renderer "
                       f"{med['renderer']} ms; sum {med['sum']} ms (budget 25 ms)."]
-    scored = sum(row["cues"] for row in result["reaction_per_rule"].values()) // max(result["seeds"], 1)
+    per_rule = result["reaction_per_rule"]
+    scored = sum(row["cues"] for row in per_rule.values()) // max(result["seeds"], 1)
+    answered = ", ".join(f"{rule} {row['true_positives']} of {row['cues']}" for rule, row in per_rule.items())
     lines += ["", "## Known limits", "",
-              f"- The curated data is small: {data['minutes']} min of train clips from 20 min of raw episodes "
-              "(curation keeps only two-person segments), about a minute of host speech.",
-              f"- The test split holds {scored} scored guest cue(s) (per noise seed): the reactivity figures on it "
-              "cannot separate the video branch from the audio-only avatar. On a larger development set built from "
-              "the same episodes' ground truth (tests/support/curated_dataset.py, 15k frames) the video branch "
-              "reacted only weakly as well (F1 below 0.1 at every lambda): see the report of issue 4.",
+              f"- The curated data is small: {data['minutes']} min of train clips, about "
+              f"{data['host_speaking_frames'] / 25 / 60:.1f} min of host speech.",
+              f"- The test split holds {scored} scored guest cue(s) per noise seed. Cues answered at the default "
+              f"lambda (all seeds): {answered}.",
+              "- The reactive branch's training varies widely from run to run (same data, same configuration): "
+              "compare avatars over several runs (docs/model.md).",
               "", "Plots: `eval/` (cfg_sweep, lipsync_offsets, tlcc, timeline, frames). Everything: `eval.json`, "
                   "`train_report.json`.", ""]
     return "\n".join(lines)

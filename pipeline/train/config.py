@@ -61,6 +61,15 @@ class MotionStageConfig:
     # The gateway starts a session's history at f2f.motion.neutral_vector(), far from this avatar's
     # framing: some windows get their first 1..H history frames replaced by it.
     history_reset_probability: float = 0.03
+    # History offset: some windows get their whole history shifted by one random offset per field
+    # (std U(0, max) x the field's data std; increment fields only) and the target keeps all but
+    # `history_offset_recovery` of it per frame. Without it the history is always on track in training,
+    # so a rollout's increments integrate their own errors into a random walk (head pose drifted
+    # tens of degrees over a clip); with it the model learns to lead a drifted pose back, smoothly.
+    history_offset_probability: float = 0.0
+    history_offset_max: float = 0.0
+    history_offset_recovery: float = 0.1
+    history_offset_fields: tuple[str, ...] = ()  # the (increment) fields that get offsets
     mouth_weight: float = 2.0
     reaction_weight: float = 1.0  # loss weight of the fields reactions move (head pose, smile, gaze)
     # Windows drawn with probability 1 + dynamic_sampling * (how much the reaction fields change in
@@ -90,18 +99,29 @@ class RendererStageConfig:
     gradient_weight: float = 1.0  # L1 on image gradients (sharp edges)
 
 
+# The default avatar's history-offset fields: every field its flow models as increments.
+HISTORY_OFFSET_FIELDS = ("yaw", "pitch", "roll", "tx", "ty", "scale", "mouthSmileLeft", "mouthSmileRight",
+                         "browInnerUp", "eyeLookX", "eyeLookY")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     avatar: AvatarConfig = field(default_factory=default_avatar_config)
     data: DataConfig = DataConfig()
     guest: GuestPretrainConfig = GuestPretrainConfig()
+    # History offsets in both stages: without them the default avatar's head pose ran away in any
+    # rollout longer than a clip (yaw past -1000 deg within 3.3 min of back-to-back val+test clips).
     stage1: MotionStageConfig = MotionStageConfig(
         loop=LoopConfig(steps=1500, batch_size=128, lr=1e-3, warmup_steps=100, ema_decay=0.995,
-                        checkpoint_every=250, seed=7))
+                        checkpoint_every=250, seed=7),
+        history_offset_probability=0.5, history_offset_max=1.0, history_offset_recovery=0.1,
+        history_offset_fields=HISTORY_OFFSET_FIELDS)
     stage2: MotionStageConfig = MotionStageConfig(
         loop=LoopConfig(steps=3000, batch_size=128, lr=2e-3, warmup_steps=50, ema_decay=0.995,
                         checkpoint_every=250, seed=17),
-        mouth_weight=0.5, reaction_weight=3.0, dynamic_sampling=4.0, listening_weight=4.0)
+        mouth_weight=0.5, reaction_weight=3.0, dynamic_sampling=4.0, listening_weight=4.0,
+        history_offset_probability=0.5, history_offset_max=1.0, history_offset_recovery=0.1,
+        history_offset_fields=HISTORY_OFFSET_FIELDS)
     renderer: RendererStageConfig = RendererStageConfig()
     # Chosen on the train split of the default avatar's series (reaction F1 0.478 / 0.571 / 0.508 / 0.433
     # at lambda 1 / 1.5 / 2 / 2.5, temperature 0.5): the video branch alone (lambda 1) responds to too

@@ -256,6 +256,10 @@ class MotionSampler:
         self.noise_scale = np.where(increments, config.history_noise_increment_max * generator.delta_std[0].cpu().numpy(),
                                     np.where(mouth, config.history_noise_max, config.history_noise_other_max)
                                     * self.motion_std).astype(np.float32)
+        offset_fields = np.zeros(MOTION_DIM, bool)
+        offset_fields[[FIELD_INDEX[name] for name in config.history_offset_fields]] = True
+        self.offset_scale = np.where(increments & offset_fields, config.history_offset_max * self.motion_std,
+                                     0.0).astype(np.float32)
         self.session_start = neutral_vector()
         if len(bank) == 0:
             raise ValueError("no training windows: no clip has valid host motion long enough")
@@ -280,10 +284,16 @@ class MotionSampler:
         first = rng.integers(1, H + 1, b)
         replaced = reset[:, None] & (np.arange(H)[None] < first[:, None])  # (B, H)
         history[replaced] = self.session_start
+        target = w["target"].copy()  # (B, K, 15)
+        shifted = (rng.random(b) < cfg.history_offset_probability) & ~reset
+        offset = (shifted[:, None] * rng.uniform(0, 1, (b, 1)) * self.offset_scale
+                  * rng.standard_normal((b, MOTION_DIM)))[:, None, :]  # (B, 1, 15)
+        history += offset
+        target += offset * (1.0 - cfg.history_offset_recovery) ** np.arange(1, K + 1)[None, :, None]
         batch = {
             "audio_mel": torch.from_numpy(augment_mel(w["audio_mel"], rng, cfg.audio)),
             "motion_history": torch.from_numpy(history.astype(np.float32)),
-            "target": torch.from_numpy(w["target"].astype(np.float32)),
+            "target": torch.from_numpy(target.astype(np.float32)),
             "noise": torch.from_numpy(rng.standard_normal((b, K, MOTION_DIM)).astype(np.float32)),
             "t": torch.from_numpy(rng.uniform(0, 1, b).astype(np.float32)),
             "video_on": torch.full((b,), 1.0 if self.table is not None else 0.0),

@@ -118,8 +118,28 @@ def test_a_session_starting_from_the_neutral_vector_is_referred_to_the_data():
     reference = net.reference(history)[0, 0]
     assert float(reference[FIELD_INDEX["scale"]]) == pytest.approx(0.6)
     assert float(reference[FIELD_INDEX["yaw"]]) == 0.0  # in range: the history's own value
-    x = torch.randn(1, 1, 15)
+    x = 0.01 * torch.randn(1, 1, 15)  # a step that stays inside the data's range
     assert torch.allclose(net.to_flow(net.to_motion(x, history), history), x, atol=1e-4)
+
+
+def test_increment_outputs_stay_within_the_data_range():
+    """A rollout whose history drifted far off (yaw +1000 deg) cannot step further: the increment
+    fields' outputs are bounded to the data mean +- OUTPUT_RANGE std; standardised fields are not."""
+    from f2f.motion import FIELD_INDEX
+    from models.motion_generator import OUTPUT_RANGE
+
+    net = random_avatar(tiny_config(), seed=2).motion_generator
+    yaw, jaw = FIELD_INDEX["yaw"], FIELD_INDEX["jawOpen"]
+    net.motion_std[yaw] = 5.0
+    history = torch.zeros(2, 6, 15)
+    history[0, :, yaw] = 1000.0
+    x = torch.zeros(2, 1, 15)
+    x[1, 0, yaw] = 0.5
+    x[:, 0, jaw] = 50.0
+    out = net.to_motion(x, history)  # (2, 1, 15)
+    assert float(out[0, 0, yaw]) == pytest.approx(float(net.motion_mean[yaw]) + OUTPUT_RANGE * 5.0)
+    assert float(out[1, 0, yaw]) == pytest.approx(0.5 * float(net.delta_std[0, yaw]))  # in range: untouched
+    assert float(out[0, 0, jaw]) == pytest.approx(50.0 * float(net.motion_std[jaw]) + float(net.motion_mean[jaw]))
 
 
 def test_sampling_temperature_scales_the_starting_noise_and_survives_a_checkpoint(tmp_path):

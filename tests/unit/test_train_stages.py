@@ -154,6 +154,33 @@ def test_the_loop_resumes_exactly(tmp_path):
     assert (tmp_path / "whole" / "weights.safetensors").is_file()
 
 
+def test_history_offset_moves_the_whole_history_and_the_target_keeps_most_of_it():
+    """Increment fields: one offset per window and field over all history frames; the target keeps
+    (1 - recovery) of it, so the model learns to lead a drifted pose back a little per frame.
+    Only the listed fields move, and never standardised ones (jaw, blinks): their targets do not depend
+    on the history."""
+    framing = D.HostFraming()
+    clip = cue_clip(np.random.default_rng(5), 120, framing)
+    avatar = Avatar(tiny_config())
+    set_normalisers(avatar, [clip])
+    gen = avatar.motion_generator
+    bank = WindowBank([clip], avatar.spec, framing.rest_motion())
+    plain = MotionStageConfig(loop=loop_config(1, 64), history_noise_max=0.0, history_noise_other_max=0.0,
+                              history_noise_increment_max=0.0, history_reset_probability=0.0)
+    shifted = dataclasses.replace(plain, history_offset_probability=1.0, history_offset_max=1.0,
+                                  history_offset_recovery=0.25,
+                                  history_offset_fields=("yaw", "pitch", "roll", "jawOpen", "eyeBlinkLeft"))
+    a, b = MotionSampler(bank, gen, plain)(0, 0), MotionSampler(bank, gen, shifted)(0, 0)  # same windows
+    offset = (b["motion_history"] - a["motion_history"]).numpy()  # (B, H, 15)
+    moved = np.zeros(MOTION_DIM, bool)
+    moved[[FIELD_INDEX[name] for name in ("yaw", "pitch", "roll")]] = True  # listed increment fields only
+    np.testing.assert_allclose(offset, offset[:, :1].repeat(offset.shape[1], 1), atol=1e-5)
+    assert np.all(offset[..., ~moved] == 0) and np.all(np.abs(offset[..., moved]).max(axis=(0, 1)) > 0)
+    assert np.abs(offset[:, 0, FIELD_INDEX["yaw"]]).mean() > 0.1 * float(gen.motion_std[FIELD_INDEX["yaw"]])
+    kept = (b["target"] - a["target"]).numpy()  # (B, K, 15)
+    np.testing.assert_allclose(kept, 0.75 * offset[:, :1], atol=1e-5)
+
+
 def test_audio_gain_augmentation_is_the_audio_at_another_level():
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal(16000) * 0.05).astype(np.float32)
