@@ -61,8 +61,8 @@ class MotionStageConfig:
     # The gateway starts a session's history at f2f.motion.neutral_vector(), far from this avatar's
     # framing: some windows get their first 1..H history frames replaced by it.
     history_reset_probability: float = 0.03
-    # History offset: some windows get their whole history shifted by one random offset per field
-    # (std U(0, max) x the field's data std; increment fields only) and the target keeps all but
+    # History offset: some windows get their whole history shifted by one random offset per listed
+    # field (std U(0, max) x the field's data std; increment fields only) and the target keeps all but
     # `history_offset_recovery` of it per frame. Without it the history is always on track in training,
     # so a rollout's increments integrate their own errors into a random walk (head pose drifted
     # tens of degrees over a clip); with it the model learns to lead a drifted pose back, smoothly.
