@@ -98,6 +98,7 @@ def card(avatar_dir: Path, timings: dict | None = None, commands: list[str] | No
         f"| PSNR / SSIM vs real frames, `psnr` / `ssim` | {_fmt(result['psnr'], 2)} dB / {_fmt(result['ssim'])} |",
         f"| PSNR / SSIM, renderer on the real motion | {_fmt(result['psnr_reconstruction'], 2)} dB / "
         f"{_fmt(result['ssim_reconstruction'])} |",
+        *_long_session_rows(result.get("long_session")),
         "",
         "Reactions per rule (scored cues: the clip's guest, visible, and a ground-truth reaction the detector sees):",
         "",
@@ -140,6 +141,17 @@ def card(avatar_dir: Path, timings: dict | None = None, commands: list[str] | No
               "", "Plots: `eval/` (cfg_sweep, lipsync_offsets, tlcc, timeline, frames). Everything: `eval.json`, "
                   "`train_report.json`.", ""]
     return "\n".join(lines)
+
+
+def _long_session_rows(figures: dict | None) -> list[str]:
+    """The long-session row (eval.json of older avatars has none)."""
+    if not figures:
+        return []
+    ranges = ", ".join(f"{name} {f['generated_min']:g}..{f['generated_max']:g} (data {f['data_p1']:g}..{f['data_p99']:g})"
+                       for name, f in figures["fields"].items())
+    return [f"| head pose over the test clips back to back ({figures['seconds']:g} s, {figures['seeds']} seeds): frames "
+            f"more than {figures['margin_deg']:g} deg outside the data's p1-p99, `long_session.frames_outside` "
+            f"| {_fmt(figures['frames_outside'], 4)} ({ranges}) |"]
 
 
 def main(argv: list[str] | None = None) -> int:

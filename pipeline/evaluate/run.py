@@ -37,6 +37,7 @@ from models.avatar import Avatar, load_avatar
 from pipeline.evaluate import plots
 from pipeline.evaluate.face_metrics import IdentityEncoder, measure_mesh, mouth_landmark_distance, psnr, ssim
 from pipeline.evaluate.ground_truth import clip_truth
+from pipeline.evaluate.long_session import long_session
 from pipeline.evaluate.reactivity import RULE_NAMES, Counts, clip_cues, score_clip, summarise, tlcc
 from pipeline.train.data import Clip, DataConfig, HostFraming, load_dataset
 from pipeline.train.windows import ClipInputs, rollout, rollout_noise
@@ -169,6 +170,10 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
         for j, lam in enumerate(lambdas):
             motions[lam].append(result[j * len(clips):(j + 1) * len(clips)])
     timings["generate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stability = long_session(avatar.motion_generator, inputs, [c.host_motion[c.host_valid] for c in clips], default,
+                             config.seeds)
+    timings["long_session_s"] = time.perf_counter() - t0
 
     # 2. Reactivity at every scale, and on the measured host motion (what the data itself shows).
     t0 = time.perf_counter()
@@ -304,6 +309,7 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
         "psnr_reconstruction": _round(pooled(image_pairs["reconstruction"], psnr), 2),
         "ssim_reconstruction": _round(pooled(image_pairs["reconstruction"], ssim)),
         "cfg_sweep": sweep,
+        "long_session": stability,
         "latency_ms": latency,
         "guest_match": round(float(np.mean([t.guest_match for t in truths])), 3),
         "config": asdict(config),

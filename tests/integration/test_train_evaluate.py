@@ -99,6 +99,9 @@ def test_evaluate_writes_eval_json_and_plots(trained, tmp_path):
     assert 0.0 <= result["face_detect_rate"] <= 1.0 and result["psnr"] > 0
     assert set(result["reaction_per_rule"]) == {"nod_after_pause", "smile_back", "mirror_tilt", "look_at_speaker"}
     assert result["latency_ms"]["median_ms"]["sum"] > 0
+    session = result["long_session"]  # the test clips back to back as one session
+    assert session["seconds"] == pytest.approx(result["frames"] / 25, abs=0.1)
+    assert set(session["fields"]) == {"yaw", "pitch", "roll"} and 0.0 <= session["frames_outside"] <= 1.0
     for plot in ("cfg_sweep.png", "lipsync_offsets.png", "tlcc.png", "timeline.png"):
         assert (out / plot).stat().st_size > 1000, plot
 
