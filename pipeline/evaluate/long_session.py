@@ -39,14 +39,13 @@ def frames_outside(generated: np.ndarray, reference: np.ndarray) -> dict:
 
 def long_session(generator, clips: list[ClipInputs], host_motion: list[np.ndarray], lambda_video: float,
                  seeds: int) -> dict:
-    """Roll the back-to-back session out once per noise seed at `lambda_video`; host_motion: per clip
-    the measured (N, 15) motion (its valid frames are the reference range)."""
+    """Roll the back-to-back session out once per noise seed at `lambda_video` (the seeds as one
+    batch); host_motion: per clip the measured (N, 15) motion (its valid frames are the reference range)."""
     session = back_to_back(clips)
     reference = np.concatenate(host_motion)
+    noise = np.concatenate([rollout_noise(1, session.num_frames, generator.spec, seed) for seed in range(seeds)])
     fields: dict[str, dict] = {}
-    for seed in range(seeds):
-        motion = rollout(generator, [session], lambda_video,
-                         rollout_noise(1, session.num_frames, generator.spec, seed))[0]  # (N, 15)
+    for motion in rollout(generator, [session] * seeds, lambda_video, noise):  # (N, 15) per seed
         for name in POSE_FIELDS:
             figures = frames_outside(motion[:, FIELD_INDEX[name]], reference[:, FIELD_INDEX[name]])
             worst = fields.get(name)

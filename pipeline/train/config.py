@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from f2f.avatar_spec import AvatarSpec
 from models.avatar import AvatarConfig, tiny_config
 from models.guest_encoder import GuestEncoderConfig
-from models.motion_generator import MotionGeneratorConfig
+from f2f.motion import MOTION_FIELDS
+from models.motion_generator import ABSOLUTE_FIELDS, MotionGeneratorConfig
 from models.renderer import RendererConfig
 from pipeline.train.data import DataConfig
 from pipeline.train.loop import LoopConfig
@@ -99,9 +100,10 @@ class RendererStageConfig:
     gradient_weight: float = 1.0  # L1 on image gradients (sharp edges)
 
 
-# The default avatar's history-offset fields: every field its flow models as increments.
-HISTORY_OFFSET_FIELDS = ("yaw", "pitch", "roll", "tx", "ty", "scale", "mouthSmileLeft", "mouthSmileRight",
-                         "browInnerUp", "eyeLookX", "eyeLookY")
+# The default avatar's history offsets: on every field its flow models as increments.
+DEFAULT_HISTORY_OFFSETS = dict(
+    history_offset_probability=0.5, history_offset_max=1.0, history_offset_recovery=0.1,
+    history_offset_fields=tuple(name for name in MOTION_FIELDS if name not in ABSOLUTE_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -114,14 +116,12 @@ class TrainConfig:
     stage1: MotionStageConfig = MotionStageConfig(
         loop=LoopConfig(steps=1500, batch_size=128, lr=1e-3, warmup_steps=100, ema_decay=0.995,
                         checkpoint_every=250, seed=7),
-        history_offset_probability=0.5, history_offset_max=1.0, history_offset_recovery=0.1,
-        history_offset_fields=HISTORY_OFFSET_FIELDS)
+        **DEFAULT_HISTORY_OFFSETS)
     stage2: MotionStageConfig = MotionStageConfig(
         loop=LoopConfig(steps=3000, batch_size=128, lr=2e-3, warmup_steps=50, ema_decay=0.995,
                         checkpoint_every=250, seed=17),
         mouth_weight=0.5, reaction_weight=3.0, dynamic_sampling=4.0, listening_weight=4.0,
-        history_offset_probability=0.5, history_offset_max=1.0, history_offset_recovery=0.1,
-        history_offset_fields=HISTORY_OFFSET_FIELDS)
+        **DEFAULT_HISTORY_OFFSETS)
     renderer: RendererStageConfig = RendererStageConfig()
     # Chosen on the train split of the default avatar's series (reaction F1 0.478 / 0.571 / 0.508 / 0.433
     # at lambda 1 / 1.5 / 2 / 2.5, temperature 0.5): the video branch alone (lambda 1) responds to too

@@ -21,6 +21,7 @@ from f2f.timebase import SAMPLES_PER_FRAME  # noqa: E402
 from models.avatar import load_avatar  # noqa: E402
 from pipeline.train.data import clip_mel  # noqa: E402
 from pipeline.train.windows import ClipInputs, rollout, rollout_noise  # noqa: E402
+from tests.support.bursts import burst_envelope  # noqa: E402
 from tests.support.torch_threads import one_thread  # noqa: E402,F401  (autouse fixture)
 
 DEFAULT_AVATAR = Path(__file__).resolve().parents[2] / "avatars" / "default"
@@ -30,12 +31,7 @@ MAX_STD_FROM_MEAN = 4.0
 
 def speech_bursts(frames: int, rng: np.random.Generator) -> np.ndarray:
     """Host audio: noise bursts of 0.4-3 s at varying level with 0.4-2.4 s pauses.  # (frames * 640,)"""
-    envelope = np.zeros(frames)
-    t = 10
-    while t < frames - 10:
-        length = int(rng.integers(10, 80))
-        envelope[t:t + length] = rng.uniform(0.2, 0.8)
-        t += length + int(rng.integers(10, 60))
+    envelope = burst_envelope(rng, frames, start=10, length=(10, 80), level=(0.2, 0.8), gap=(10, 60))
     noise = rng.standard_normal(frames * SAMPLES_PER_FRAME) * np.repeat(envelope, SAMPLES_PER_FRAME)
     return (0.2 * noise).astype(np.float32)
 

@@ -23,6 +23,7 @@ from pipeline.train.loop import LoopConfig, TrainLoop
 from pipeline.train.stages import (GuestTable, MotionObjective, MotionSampler, RendererObjective, RendererSampler,
                                    augment_mel, set_normalisers, weight_map)
 from pipeline.train.windows import ClipInputs, WindowBank, rollout, rollout_noise
+from tests.support.bursts import burst_envelope
 from tests.support.torch_threads import one_thread  # noqa: F401  (autouse fixture)
 
 JAW, PITCH, SMILE = FIELD_INDEX["jawOpen"], FIELD_INDEX["pitch"], FIELD_INDEX["mouthSmileLeft"]
@@ -32,12 +33,7 @@ NO_AUGMENT = AudioAugment(gain_range=(1.0, 1.0), noise_probability=0.0, warp_pro
 def cue_clip(rng: np.random.Generator, frames: int, framing: D.HostFraming) -> D.Clip:
     """Speech bursts whose envelope is the host's jaw; guest smiles, each followed 6 frames later by a
     host nod (pitch bump) that nothing in the audio announces."""
-    envelope = np.zeros(frames)
-    t = 5
-    while t < frames - 10:
-        length = int(rng.integers(6, 20))
-        envelope[t:t + length] = rng.uniform(0.4, 0.9)
-        t += length + int(rng.integers(6, 20))
+    envelope = burst_envelope(rng, frames, start=5, length=(6, 20), level=(0.4, 0.9), gap=(6, 20))
     audio = (rng.standard_normal(frames * SAMPLES_PER_FRAME) * np.repeat(envelope, SAMPLES_PER_FRAME) * 0.3)
     motion = np.tile(framing.rest_motion(), (frames, 1)).astype(np.float32)
     motion[:, JAW] = envelope
