@@ -62,7 +62,7 @@ class StepRequest:
     guest_features: np.ndarray  # (P, G, D) float32
     guest_visible: np.ndarray  # (P, G) float32, 1 = face seen
     motion_history: np.ndarray  # (H, 15) float32
-    noise: np.ndarray  # (K, 15) float32
+    noise: np.ndarray  # (K+Q, 15) float32: the made and the plan frames (spec.noise_frames)
     lambda_video: float
 
 

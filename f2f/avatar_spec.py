@@ -13,7 +13,8 @@ Networks and their tensors (B = batch of sessions, the only dynamic axis):
                     guest_features (B, P, G, D)   float32  last G = 64 guest features of P partners
                     guest_visible  (B, P, G)      float32  1 where a face was seen, else 0
                     motion_history (B, H, 15)     float32  the last H = 6 host motion frames
-                    noise          (B, K, 15)     float32  standard normal, the sampler's start
+                    noise          (B, K+Q, 15)   float32  standard normal, the sampler's start (K
+                                                           frames made, Q = plan_frames sampled with them)
                     lambda_video   (B, 1)         float32  video guidance scale (0 = audio only)
                  -> motion         (B, K, 15)     float32  the next K host motion frames
   renderer          motion         (B, K, 15)     float32
@@ -59,6 +60,10 @@ class AvatarSpec:
     audio_past_frames: int = 8  # video frames of audio before the first generated frame
     lookahead_frames: int = MAX_AUDIO_LOOKAHEAD_FRAMES
     frames_per_step: int = 1  # K
+    # Q: frames after the K that each step samples jointly with them and then drops (a plan, redrawn
+    # every step). A reaction starting 0.2 s from now and none at all differ by a whole nod over the
+    # K + Q frames, by a sliver in the next frame alone. They see the step's audio window only.
+    plan_frames: int = 0
     frame_size: int = 256  # rendered host frame, pixels (square)
     motion_dim: int = MOTION_DIM
     mel_bins: int = MEL_BINS
@@ -72,6 +77,13 @@ class AvatarSpec:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.audio_past_frames < 0:
             raise ValueError(f"audio_past_frames must be >= 0, got {self.audio_past_frames}")
+        if self.plan_frames < 0:
+            raise ValueError(f"plan_frames must be >= 0, got {self.plan_frames}")
+
+    @property
+    def noise_frames(self) -> int:
+        """Frames one step samples: the K it makes and the Q of its plan."""
+        return self.frames_per_step + self.plan_frames
 
     @property
     def audio_frames(self) -> int:
@@ -104,7 +116,7 @@ class AvatarSpec:
                 "guest_features": (self.partners, self.guest_context_frames, self.guest_feature_dim),
                 "guest_visible": (self.partners, self.guest_context_frames),
                 "motion_history": (self.motion_history_frames, self.motion_dim),
-                "noise": (self.frames_per_step, self.motion_dim),
+                "noise": (self.noise_frames, self.motion_dim),
                 "lambda_video": (1,),
             }
         if network == RENDERER:

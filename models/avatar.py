@@ -68,7 +68,7 @@ def tiny_config(name: str = "tiny", **spec_overrides) -> AvatarConfig:
         spec=spec,
         guest_encoder=GuestEncoderConfig(channels=(8, 8, 16), hidden=16),
         motion_generator=MotionGeneratorConfig(width=32, layers=2, heads=2, guest_kernels=8, sampling_steps=2,
-                                               guest_activity_frames=4),
+                                               guest_activity_frames=4, history_increments=True),
         renderer=RendererConfig(hidden=32, channels=(16, 8, 8, 4), subpixel_output=True),
         notes={"trained": False, "purpose": "tiny random-initialised networks for tests"},
     )

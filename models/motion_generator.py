@@ -5,8 +5,9 @@ those frames + <= 2 frames of look-ahead), the last G = 64 guest features of P p
 visibility mask, the last H = 6 host motion frames, noise, and the video guidance scale.
 
 Network (a small diffusion-transformer-style velocity model over motion tokens):
-  tokens   = [H history frames (clean) ; K target frames (noisy, at flow time t)]
-  per block:  x += SelfAttn(LN x)                           causal over the motion tokens
+  tokens   = [H history frames (clean) ; K target frames + Q plan frames (noisy, at flow time t)]
+  per block:  x += SelfAttn(LN x)                           causal over the motion tokens (Q > 0:
+                                                            the noisy frames see each other)
               x += CrossAttn(LN x, audio tokens)            audio enters in every block
               x += gate * (LN(x) * (1 + scale) + shift)     guest video, after the audio branch
               x += FFN(LN x)
@@ -69,6 +70,11 @@ class MotionGeneratorConfig:  # defaults: the default avatar's sizes
     # feature. Talking is a moving jaw, and a pause is its absence; a linear embedding pooled over
     # time sees only the average jaw opening. 0: off.
     guest_activity_frames: int = 0
+    # History velocity: each history token also carries its frame's increment from the one before, in
+    # the flow's increment units (delta_std). From standardised frames alone the network has to take a
+    # small difference of two tokens and scale it up ~8x to continue a nod or a turn, and it
+    # continued them at half speed (teacher-forced); given the increment, continuing is copying it.
+    history_increments: bool = False
 
 
 @dataclass
@@ -189,10 +195,11 @@ class MotionGenerator(nn.Module):
         self.spec = spec
         self.config = config
         width = config.width
-        tokens = spec.motion_history_frames + spec.frames_per_step
+        H, noisy = spec.motion_history_frames, spec.noise_frames
+        tokens = H + noisy
         self.audio_encoder = AudioEncoder(spec, width)
         self.guest_projector = GuestProjector(spec, config)
-        self.embed_history = nn.Linear(spec.motion_dim, width)
+        self.embed_history = nn.Linear(spec.motion_dim * (2 if config.history_increments else 1), width)
         self.embed_target = nn.Linear(spec.motion_dim, width)
         self.embed_time = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
         self.position = nn.Parameter(torch.zeros(tokens, width))
@@ -200,13 +207,21 @@ class MotionGenerator(nn.Module):
         self.norm_out = nn.LayerNorm(width)
         self.head = nn.Linear(width, spec.motion_dim)
         causal = torch.full((tokens, tokens), float("-inf")).triu(1)
+        if spec.plan_frames > 0:  # the made and the planned frames are sampled jointly
+            causal[H:, H:] = 0.0
         self.register_buffer("causal_mask", causal, persistent=False)
         self.register_buffer("motion_mean", torch.zeros(spec.motion_dim))
         self.register_buffer("motion_std", torch.ones(spec.motion_dim))
-        self.register_buffer("delta_std", torch.ones(spec.frames_per_step, spec.motion_dim))
+        self.register_buffer("delta_std", torch.ones(noisy, spec.motion_dim))  # per frame ahead
         increments = torch.ones(spec.motion_dim)
         increments[[FIELD_INDEX[name] for name in ABSOLUTE_FIELDS]] = 0.0
         self.register_buffer("increment_fields", increments)  # 1: flow over increments, 0: standardised
+        # The plan carries the slow fields only: the audio-driven ones (jaw, pucker, blinks) of frames past
+        # the step's audio window have nothing to follow, and sampling them jointly cost the made frame's
+        # jaw its accuracy (jaw correlation 0.89 -> 0.77 with a 6-frame plan).
+        sampled = torch.ones(noisy, spec.motion_dim)
+        sampled[spec.frames_per_step:] = increments
+        self.register_buffer("sampled_fields", sampled, persistent=False)  # (K+Q, 15)
         placement = torch.zeros(spec.motion_dim)
         placement[[FIELD_INDEX[name] for name in ("tx", "ty", "scale")]] = 1.0
         self.register_buffer("placement_fields", placement, persistent=False)  # where a session's start is off
@@ -224,23 +239,32 @@ class MotionGenerator(nn.Module):
 
     def to_flow(self, motion: torch.Tensor, motion_history: torch.Tensor) -> torch.Tensor:
         """Motion (B, K, 15) -> the flow's data space (increments or standardised, per field)."""
-        increment = (motion - self.reference(motion_history)) / self.delta_std
+        increment = (motion - self.reference(motion_history)) / self.delta_std[:motion.shape[1]]
         return torch.where(self.increment_fields > 0, increment, self.normalise(motion))
 
     def to_motion(self, x: torch.Tensor, motion_history: torch.Tensor) -> torch.Tensor:
         """The flow's sample (B, K, 15) -> motion (B, K, 15)."""
-        increment = self.reference(motion_history) + x * self.delta_std
+        increment = self.reference(motion_history) + x * self.delta_std[:x.shape[1]]
         # Increments integrate: bound them to the data's range so a drifting rollout cannot leave it
         # (a guard; training with history offsets is what keeps the pose there).
         bound = OUTPUT_RANGE * self.motion_std
         increment = torch.maximum(torch.minimum(increment, self.motion_mean + bound), self.motion_mean - bound)
         return torch.where(self.increment_fields > 0, increment, x * self.motion_std + self.motion_mean)
 
+    def history_increments(self, motion_history: torch.Tensor) -> torch.Tensor:
+        """(B, H, 15) -> (B, H, 15): each frame minus the one before in delta_std units (0 for the
+        first), bounded like the history (a session's first frames jump from the neutral start)."""
+        step = (motion_history[:, 1:] - motion_history[:, :-1]) / self.delta_std[0]
+        step = torch.cat([torch.zeros_like(motion_history[:, :1]), step], dim=1)
+        return step.clamp(-HISTORY_CLAMP, HISTORY_CLAMP)
+
     # --- the pieces training uses -----------------------------------------------------------
     def condition(self, audio_mel, guest_features, guest_visible, motion_history) -> Conditioning:
         # A session's history starts far from the data (f2f.motion.neutral_vector): bounded, so the
         # first steps see a large but finite offset and leave it (training shows them that start too).
-        history = self.normalise(motion_history).clamp(-HISTORY_CLAMP, HISTORY_CLAMP)
+        history = self.normalise(motion_history).clamp(-HISTORY_CLAMP, HISTORY_CLAMP)  # (B, H, 15)
+        if self.config.history_increments:
+            history = torch.cat([history, self.history_increments(motion_history)], dim=-1)  # (B, H, 30)
         return Conditioning(
             audio=self.audio_encoder(audio_mel),
             history=self.embed_history(history),
@@ -248,20 +272,20 @@ class MotionGenerator(nn.Module):
         )
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, video_on: torch.Tensor) -> torch.Tensor:
-        """Flow velocity at x_t (B, K, 15) (flow space, `to_flow`), time t (B,); video_on (B,) is 1 to
-        apply the guest branch and 0 for the audio-only path (guidance dropout) -> (B, K, 15)."""
+        """Flow velocity at x_t (B, K+Q, 15) (flow space, `to_flow`), time t (B,); video_on (B,) is 1
+        to apply the guest branch and 0 for the audio-only path (guidance dropout) -> (B, K+Q, 15)."""
         time = self.embed_time(timestep_embedding(t, self.config.width))[:, None, :]  # (B, 1, W)
-        target = self.embed_target(x_t) + time  # (B, K, W)
+        target = self.embed_target(x_t * self.sampled_fields) + time  # (B, K+Q, W)
         x = torch.cat([cond.history, target], dim=1) + self.position  # (B, H+K, W)
         modulation = cond.modulation * video_on[:, None, None, None]  # (B, L, 3, W)
         for i, block in enumerate(self.blocks):
             x = block(x, cond.audio, modulation[:, i], self.causal_mask)
-        return self.head(self.norm_out(x[:, -self.spec.frames_per_step:]))
+        return self.head(self.norm_out(x[:, -self.spec.noise_frames:]))
 
     # --- inference: one streaming step ------------------------------------------------------
     def forward(self, audio_mel, guest_features, guest_visible, motion_history, noise, lambda_video) -> torch.Tensor:
         # audio_mel (B, M, 80), guest_features (B, P, G, D), guest_visible (B, P, G),
-        # motion_history (B, H, 15), noise (B, K, 15), lambda_video (B, 1) -> motion (B, K, 15)
+        # motion_history (B, H, 15), noise (B, K+Q, 15), lambda_video (B, 1) -> motion (B, K, 15)
         batch = noise.shape[0]
         cond = self.condition(audio_mel, guest_features, guest_visible, motion_history)
         # Both guidance branches in one batch of 2B: the first half audio-only, the second with video.
@@ -275,8 +299,8 @@ class MotionGenerator(nn.Module):
         steps = self.config.sampling_steps
         for i in range(steps):
             t = noise.new_full((2 * batch,), i / steps)
-            v_both = self.velocity(torch.cat([x, x]), t, doubled, video_on)  # (2B, K, 15)
+            v_both = self.velocity(torch.cat([x, x]), t, doubled, video_on)  # (2B, K+Q, 15)
             v_audio, v_video = v_both[:batch], v_both[batch:]
             v = v_audio + lambda_video[:, :, None] * (v_video - v_audio)
             x = x + v / steps
-        return self.to_motion(x, motion_history)
+        return self.to_motion(x[:, :self.spec.frames_per_step], motion_history)  # the plan is dropped

@@ -182,7 +182,7 @@ class AvatarLoop:
                 guest_features=features,  # (P, G, D)
                 guest_visible=visible,  # (P, G)
                 motion_history=self._history.copy(),  # (H, 15)
-                noise=self.rng.standard_normal((K, spec.motion_dim)).astype(np.float32),  # (K, 15)
+                noise=self.rng.standard_normal((spec.noise_frames, spec.motion_dim)).astype(np.float32),  # (K+Q, 15)
                 lambda_video=lambda_video,
             )
             started = time.perf_counter()

@@ -73,7 +73,7 @@ def set_normalisers(avatar: Avatar, clips: list[Clip], bank: WindowBank | None =
     bank = bank or WindowBank(clips, avatar.spec, np.zeros(MOTION_DIM, np.float32))
     if len(bank):
         w = bank.gather(bank.index[:, 0], bank.index[:, 1])
-        deltas = w["target"] - w["motion_history"][:, -1:]  # (W, K, 15)
+        deltas = w["target"] - w["motion_history"][:, -1:]  # (W, K+Q, 15)
         delta_std = np.maximum(deltas.std(0), delta_floor())
         gen.delta_std.copy_(torch.from_numpy(delta_std.astype(np.float32)))
     enc = avatar.guest_encoder
@@ -232,12 +232,12 @@ class MotionObjective(nn.Module):
     def forward(self, audio_mel, motion_history, target, noise, t, video_on,
                 guest_appearance=None, guest_geometry=None, guest_visible=None):
         gen = self.generator
-        data = gen.to_flow(target, motion_history)  # (B, K, 15)
+        data = gen.to_flow(target, motion_history)  # (B, K+Q, 15)
         x_t, velocity = interpolate(data, noise, t)
         features, visible = self.guest_inputs(len(target), guest_appearance, guest_geometry, guest_visible)
         cond = gen.condition(audio_mel, features, visible, motion_history)
-        error = (gen.velocity(x_t, t, cond, video_on) - velocity).pow(2)  # (B, K, 15)
-        loss = (error * self.weights).mean()
+        error = (gen.velocity(x_t, t, cond, video_on) - velocity).pow(2)  # (B, K+Q, 15)
+        loss = (error * self.weights * gen.sampled_fields).mean()  # the plan's audio-driven fields: no loss
         return loss, {"mse_mouth": error[..., self.mouth].mean().detach()}
 
 
@@ -276,7 +276,7 @@ class MotionSampler:
     def __call__(self, step: int, rank: int) -> dict:
         cfg, spec = self.config, self.bank.spec
         rng, _ = step_rngs(cfg.loop.seed, rank, step)
-        b, H, K = self.batch, spec.motion_history_frames, spec.frames_per_step
+        b, H, K = self.batch, spec.motion_history_frames, spec.noise_frames  # K: made + plan frames
         w = self.bank.sample(rng, b, self.probability)
         history = w["motion_history"].copy()  # (B, H, 15)
         history += rng.uniform(0, 1, (b, 1, 1)) * self.noise_scale * rng.standard_normal(history.shape)
@@ -284,7 +284,7 @@ class MotionSampler:
         first = rng.integers(1, H + 1, b)
         replaced = reset[:, None] & (np.arange(H)[None] < first[:, None])  # (B, H)
         history[replaced] = self.session_start
-        target = w["target"].copy()  # (B, K, 15)
+        target = w["target"].copy()  # (B, K+Q, 15)
         shifted = (rng.random(b) < cfg.history_offset_probability) & ~reset
         offset = (shifted[:, None] * rng.uniform(0, 1, (b, 1)) * self.offset_scale
                   * rng.standard_normal((b, MOTION_DIM)))[:, None, :]  # (B, 1, 15)

@@ -6,8 +6,9 @@ The step that makes host frames n .. n+K-1 (`f2f.avatar_spec`, `server/avatar_lo
   guest_features  the partner's frames [n - G, n): one slot per 25 fps tick, newest last; slots
   guest_visible   before the clip are empty and invisible (as a session starts with no partner);
   motion_history  host motion frames n - H .. n - 1.
-A training window needs K valid target frames and H valid history frames, all in one continuity
-segment of the host track (no camera cut inside; see `data.host_validity`).
+A training window needs K + Q valid target frames (the made and the plan frames, `plan_frames`) and H
+valid history frames, all in one continuity segment of the host track (no camera cut inside; see
+`data.host_validity`).
 
 `rollout` is the offline whole-clip call: it walks a clip step by step through the exported forward
 (`MotionGenerator.forward`, guidance included), feeding its own output back as history from
@@ -62,7 +63,7 @@ class WindowBank:
 
     def __init__(self, clips: list[Clip], spec: AvatarSpec, rest_motion: np.ndarray):
         self.spec = spec
-        K, H = spec.frames_per_step, spec.motion_history_frames
+        K, H = spec.noise_frames, spec.motion_history_frames  # targets: the made and the plan frames
         mels, histories, index = [], [], []
         self.mel_base, self.hist_base, self.frame_base, self.lengths = [], [], [], []
         mel_offset = hist_offset = frame_offset = 0
@@ -99,10 +100,10 @@ class WindowBank:
         return len(self.index)
 
     def gather(self, clip: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
-        """(B,) clip and frame -> audio_mel (B, M, 80), motion_history (B, H, 15), target (B, K, 15),
+        """(B,) clip and frame -> audio_mel (B, M, 80), motion_history (B, H, 15), target (B, K+Q, 15),
         guest_index (B, G) global frame index or -1."""
         spec = self.spec
-        K, H = spec.frames_per_step, spec.motion_history_frames
+        K, H = spec.noise_frames, spec.motion_history_frames
         mel = self.mel[self.mel_base[clip][:, None] + mel_rows(spec, n)]
         history = self.history[self.hist_base[clip][:, None] + n[:, None] + np.arange(H)]
         target = self.motion[self.frame_base[clip][:, None] + n[:, None] + np.arange(K)]
@@ -159,7 +160,7 @@ def rollout(generator, clips: list[ClipInputs], lambda_video: float | list[float
             start_motion: np.ndarray | None = None) -> list[np.ndarray]:
     """Generate every clip from its first frame, batched across clips, as a gateway session would.
 
-    noise (C, steps, K, 15) with steps >= ceil(longest clip / K): the sampler's start of each step of
+    noise (C, steps, K+Q, 15) with steps >= ceil(longest clip / K): the sampler's start of each step of
     each clip; `lambda_video` one value or one per clip. Shorter clips are padded with silence and an
     invisible partner (the model is causal: the padding never reaches their frames).
     -> per clip its motion (N, 15) float32."""
@@ -200,7 +201,7 @@ def rollout(generator, clips: list[ClipInputs], lambda_video: float | list[float
 
 
 def rollout_noise(count: int, frames: int, spec: AvatarSpec, seed: int) -> np.ndarray:
-    """Standard normal noise for `rollout` of clips up to `frames` long: (count, ceil(frames / K), K, 15)."""
+    """Standard normal noise for `rollout` of clips up to `frames` long: (count, ceil(frames / K), K+Q, 15)."""
     rng = np.random.default_rng(seed)
     steps = -(-frames // spec.frames_per_step)
-    return rng.standard_normal((count, steps, spec.frames_per_step, MOTION_DIM)).astype(np.float32)
+    return rng.standard_normal((count, steps, spec.noise_frames, MOTION_DIM)).astype(np.float32)

@@ -90,7 +90,7 @@ class FakeEngine:
             assert request.audio_mel.shape == (spec.mel_frames, spec.mel_bins), request.audio_mel.shape
             assert request.guest_features.shape == (spec.partners, spec.guest_context_frames, spec.guest_feature_dim)
             assert request.motion_history.shape == (spec.motion_history_frames, spec.motion_dim)
-            assert request.noise.shape == (spec.frames_per_step, spec.motion_dim)
+            assert request.noise.shape == (spec.noise_frames, spec.motion_dim)
             motion = np.tile(neutral_vector(), (spec.frames_per_step, 1))
             frames = np.full((spec.frames_per_step, spec.frame_size, spec.frame_size, 3), 96, dtype=np.uint8)
             for i in range(spec.frames_per_step):

@@ -142,6 +142,62 @@ def test_increment_outputs_stay_within_the_data_range():
     assert float(out[0, 0, jaw]) == pytest.approx(50.0 * float(net.motion_std[jaw]) + float(net.motion_mean[jaw]))
 
 
+def test_history_tokens_carry_each_frames_increment_in_flow_units():
+    """With `history_increments` the history tokens see each frame's change from the one before over
+    delta_std (0 for the first frame, bounded like the history), so a nod under way is read directly."""
+    from f2f.motion import FIELD_INDEX
+    from models.motion_generator import HISTORY_CLAMP
+
+    net = random_avatar(tiny_config(), seed=3).motion_generator
+    assert net.config.history_increments and net.embed_history.in_features == 2 * net.spec.motion_dim
+    pitch = FIELD_INDEX["pitch"]
+    net.delta_std[0, pitch] = 0.5
+    history = torch.zeros(1, 6, 15)
+    history[0, :, pitch] = torch.tensor([0.0, 0.0, 0.0, 0.2, 0.7, 1.5])  # a nod starting
+    history[0, 0, FIELD_INDEX["yaw"]] = 500.0  # a far first frame: its jump to the next is bounded
+    steps = net.history_increments(history)[0]  # (6, 15)
+    assert steps[:, pitch].tolist() == pytest.approx([0.0, 0.0, 0.0, 0.4, 1.0, 1.6])
+    assert float(steps[0].abs().sum()) == 0.0
+    assert float(steps[1, FIELD_INDEX["yaw"]]) == -HISTORY_CLAMP
+    # The same last frame reached at another speed is another input, hence another output.
+    slower = history.clone()
+    slower[0, :, pitch] = torch.tensor([1.5, 1.5, 1.5, 1.5, 1.5, 1.5])
+    inputs = example_inputs(net.spec, MOTION_GENERATOR, 1)
+    with torch.no_grad():
+        moving = net(**dict(inputs, motion_history=history))
+        still = net(**dict(inputs, motion_history=slower))
+    assert not torch.allclose(moving, still)
+    plain = random_avatar(dataclasses.replace(tiny_config(), motion_generator=dataclasses.replace(
+        tiny_config().motion_generator, history_increments=False)), seed=3).motion_generator
+    assert plain.embed_history.in_features == plain.spec.motion_dim  # older checkpoints load as before
+
+
+def test_plan_frames_are_sampled_with_the_made_frames_and_dropped():
+    """plan_frames Q: the noise covers K + Q frames, the output is K; the plan's noise moves the made
+    frame (joint sampling: the noisy frames see each other); history tokens still see no noisy frame."""
+    config = tiny_config()
+    spec = dataclasses.replace(config.spec, plan_frames=3)
+    net = random_avatar(dataclasses.replace(config, spec=spec), seed=4).motion_generator
+    inputs = example_inputs(spec, MOTION_GENERATOR, 2)
+    assert inputs["noise"].shape == (2, 4, 15) and net.delta_std.shape == (4, 15)
+    H = spec.motion_history_frames
+    assert torch.isinf(net.causal_mask[:H, H:]).all() and not torch.isinf(net.causal_mask[H:]).any()
+    other_plan = inputs["noise"].clone()
+    other_plan[:, 1:] = torch.randn_like(other_plan[:, 1:])
+    with torch.no_grad():
+        made = net(**inputs)
+        replanned = net(**dict(inputs, noise=other_plan))
+    assert made.shape == (2, 1, 15)
+    assert not torch.allclose(made, replanned)
+    # The plan carries the slow fields only: its audio-driven fields (jaw...) are never read.
+    from f2f.motion import FIELD_INDEX
+    other_jaw = inputs["noise"].clone()
+    other_jaw[:, 1:, FIELD_INDEX["jawOpen"]] += 5.0
+    with torch.no_grad():
+        assert torch.allclose(net(**dict(inputs, noise=other_jaw)), made, atol=1e-6)
+    assert net.sampled_fields[0].all() and not net.sampled_fields[1:, FIELD_INDEX["jawOpen"]].any()
+
+
 def test_sampling_temperature_scales_the_starting_noise_and_survives_a_checkpoint(tmp_path):
     config = tiny_config()
     cold = dataclasses.replace(config, motion_generator=dataclasses.replace(config.motion_generator, temperature=0.0))

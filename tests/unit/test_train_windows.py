@@ -105,12 +105,14 @@ def test_training_windows_are_the_gateway_step_inputs(spec):
     assert not any(n - H < 50 <= n + K - 1 for _, n in bank.index), "a window crosses the cut"
 
 
-@pytest.mark.parametrize("frames_per_step", [1, 2])
-def test_streaming_generation_equals_the_offline_whole_clip_call(frames_per_step):
+@pytest.mark.parametrize("frames_per_step, plan_frames", [(1, 0), (2, 0), (1, 3)])
+def test_streaming_generation_equals_the_offline_whole_clip_call(frames_per_step, plan_frames):
     """A clip generated step by step as a session runs it (server pieces, the network's forward per
-    step, its output fed back as history) equals `rollout`, the whole-clip call, with the same noise."""
+    step, its output fed back as history) equals `rollout`, the whole-clip call, with the same noise
+    (with a plan too: each step samples K + Q frames and keeps K)."""
     config = tiny_config()
-    config = dataclasses.replace(config, spec=dataclasses.replace(config.spec, frames_per_step=frames_per_step))
+    config = dataclasses.replace(config, spec=dataclasses.replace(config.spec, frames_per_step=frames_per_step,
+                                                                  plan_frames=plan_frames))
     avatar = random_avatar(config, seed=5)  # randomised video branch: the guest matters
     spec = config.spec
     rng = np.random.default_rng(1)
