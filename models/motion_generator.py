@@ -238,12 +238,12 @@ class MotionGenerator(nn.Module):
         return torch.where(far, self.motion_mean, last)
 
     def to_flow(self, motion: torch.Tensor, motion_history: torch.Tensor) -> torch.Tensor:
-        """Motion (B, K, 15) -> the flow's data space (increments or standardised, per field)."""
+        """Motion (B, T, 15), T <= K+Q frames ahead -> the flow's data space (increments or standardised, per field)."""
         increment = (motion - self.reference(motion_history)) / self.delta_std[:motion.shape[1]]
         return torch.where(self.increment_fields > 0, increment, self.normalise(motion))
 
     def to_motion(self, x: torch.Tensor, motion_history: torch.Tensor) -> torch.Tensor:
-        """The flow's sample (B, K, 15) -> motion (B, K, 15)."""
+        """The flow's sample (B, T, 15) -> motion (B, T, 15) (T frames ahead of the history)."""
         increment = self.reference(motion_history) + x * self.delta_std[:x.shape[1]]
         # Increments integrate: bound them to the data's range so a drifting rollout cannot leave it
         # (a guard; training with history offsets is what keeps the pose there).
