@@ -238,7 +238,8 @@ class MotionGenerator(nn.Module):
         return torch.where(far, self.motion_mean, last)
 
     def to_flow(self, motion: torch.Tensor, motion_history: torch.Tensor) -> torch.Tensor:
-        """Motion (B, T, 15), T <= K+Q frames ahead -> the flow's data space (increments or standardised, per field)."""
+        """Motion (B, T, 15), T <= K+Q frames ahead -> the flow's data space (increments or standardised,
+        per field)."""
         increment = (motion - self.reference(motion_history)) / self.delta_std[:motion.shape[1]]
         return torch.where(self.increment_fields > 0, increment, self.normalise(motion))
 
