@@ -276,8 +276,10 @@ class MotionGenerator(nn.Module):
         """Flow velocity at x_t (B, K+Q, 15) (flow space, `to_flow`), time t (B,); video_on (B,) is 1
         to apply the guest branch and 0 for the audio-only path (guidance dropout) -> (B, K+Q, 15)."""
         time = self.embed_time(timestep_embedding(t, self.config.width))[:, None, :]  # (B, 1, W)
-        target = self.embed_target(x_t * self.sampled_fields) + time  # (B, K+Q, W)
-        x = torch.cat([cond.history, target], dim=1) + self.position  # (B, H+K, W)
+        if self.spec.plan_frames > 0:  # no op in the graph of an avatar without a plan
+            x_t = x_t * self.sampled_fields
+        target = self.embed_target(x_t) + time  # (B, K+Q, W)
+        x = torch.cat([cond.history, target], dim=1) + self.position  # (B, H+K+Q, W)
         modulation = cond.modulation * video_on[:, None, None, None]  # (B, L, 3, W)
         for i, block in enumerate(self.blocks):
             x = block(x, cond.audio, modulation[:, i], self.causal_mask)

@@ -31,7 +31,7 @@ from pipeline.evaluate.ground_truth import clip_truth  # noqa: E402
 from pipeline.evaluate.reactivity import clip_cues  # noqa: E402
 from pipeline.evaluate.run import data_config_of, guest_features  # noqa: E402
 from pipeline.train.data import load_dataset  # noqa: E402
-from pipeline.train.windows import mel_rows, pad_mel  # noqa: E402
+from pipeline.train.windows import WindowBank  # noqa: E402
 
 RULE_FIELDS = {"nod_after_pause": ("pitch",), "smile_back": ("mouthSmileLeft", "mouthSmileRight"),
                "mirror_tilt": ("roll",), "look_at_speaker": ("yaw",)}
@@ -40,19 +40,18 @@ LAGS = np.arange(-6, 16)  # frames from the response onset
 
 @torch.no_grad()
 def teacher_forced(generator, clip, features: np.ndarray, lam: float, samples: int) -> np.ndarray:
-    """Every frame n >= H of a clip from the data's frames n-H..n-1. -> (samples, N - H, 15)"""
+    """Every frame n >= H of a clip from the data's frames n-H..n-1, its inputs gathered as training
+    gathers a window's. -> (samples, N - H, 15)"""
     spec = generator.spec
-    H, G, N = spec.motion_history_frames, spec.guest_context_frames, clip.num_frames
-    motion = clip.host_motion.astype(np.float32)
-    padded = np.zeros((G + N, features.shape[1]), np.float32)
-    visible = np.zeros(G + N, np.float32)
-    padded[G:] = np.where(clip.guest_visible[:, None], features, 0.0)
-    visible[G:] = clip.guest_visible
-    frames = np.arange(H, N)
-    mel = torch.from_numpy(pad_mel(clip.mel, spec, N)[mel_rows(spec, frames)])
-    guest = torch.from_numpy(np.stack([padded[n:n + G] for n in frames]))[:, None]
-    seen = torch.from_numpy(np.stack([visible[n:n + G] for n in frames]))[:, None]
-    history = torch.from_numpy(np.stack([motion[n - H:n] for n in frames]))
+    frames = np.arange(spec.motion_history_frames, clip.num_frames)
+    window = WindowBank([clip], spec, np.zeros(spec.motion_dim, np.float32)).gather(np.zeros_like(frames), frames)
+    index = window["guest_index"]  # (N - H, G), -1 before the clip
+    safe = np.maximum(index, 0)
+    visible = (index >= 0) & clip.guest_visible[safe]
+    mel = torch.from_numpy(window["audio_mel"])
+    guest = torch.from_numpy(np.where(visible[..., None], features[safe], 0.0).astype(np.float32))[:, None]
+    seen = torch.from_numpy(visible.astype(np.float32))[:, None]
+    history = torch.from_numpy(window["motion_history"].astype(np.float32))
     scale = torch.full((len(frames), 1), lam)
     out = [generator(mel, guest, seen, history, torch.randn(len(frames), spec.noise_frames, spec.motion_dim), scale)
            [:, 0].numpy() for _ in range(samples)]
