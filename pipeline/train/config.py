@@ -71,6 +71,18 @@ class MotionStageConfig:
     history_offset_max: float = 0.0
     history_offset_recovery: float = 0.1
     history_offset_fields: tuple[str, ...] = ()  # the (increment) fields that get offsets
+    # Offsets whose recovery is already under way: the history shows the last 0..H-1 frames of it, so
+    # the model sees its own recovery as motion and learns to go on with it at the same rate. With a
+    # constant offset in the history only, a model that reads the history's increments (momentum)
+    # continues a recovery it has started *and* adds the recovery again: it overshoots and its head
+    # sways (plan models: roll increments 3x the data's; docs/model.md).
+    history_offset_in_progress: bool = False
+    # None: the whole offset recovers (towards the data's own pose at that moment). A number b: only the
+    # part of it that takes the pose beyond the data mean +- b std recovers; inside that band the
+    # offset is kept. A pose the avatar could well hold is then not "wrong", so nothing teaches the
+    # model to correct its level towards where the data happened to be (which, while the host
+    # listens, is the guest's mirror level: it moved whenever its level was off the guest's).
+    history_offset_hold_within_std: float | None = None
     mouth_weight: float = 2.0
     reaction_weight: float = 1.0  # loss weight of the fields reactions move (head pose, smile, gaze)
     # Windows drawn with probability 1 + dynamic_sampling * (how much the reaction fields change in

@@ -249,6 +249,7 @@ class MotionSampler:
         self.bank, self.config, self.table = bank, config, table
         self.batch = max(config.loop.batch_size // world, 1)
         self.motion_std = generator.motion_std.detach().cpu().numpy()
+        self.motion_mean = generator.motion_mean.detach().cpu().numpy()
         mouth = np.zeros(MOTION_DIM, bool)
         mouth[[FIELD_INDEX[name] for name in MOUTH_FIELDS]] = True
         increments = generator.increment_fields.detach().cpu().numpy() > 0
@@ -288,8 +289,20 @@ class MotionSampler:
         shifted = (rng.random(b) < cfg.history_offset_probability) & ~reset
         offset = (shifted[:, None] * rng.uniform(0, 1, (b, 1)) * self.offset_scale
                   * rng.standard_normal((b, MOTION_DIM)))[:, None, :]  # (B, 1, 15)
-        history += offset
-        target += offset * (1.0 - cfg.history_offset_recovery) ** np.arange(1, K + 1)[None, :, None]
+        recovering = offset  # (B, 1, 15) the part of the offset the target leads back
+        if cfg.history_offset_hold_within_std is not None:
+            band = cfg.history_offset_hold_within_std * self.motion_std
+            pose = history[:, -1:] + offset
+            beyond = np.abs(pose - self.motion_mean) - band  # > 0: this far outside the band
+            recovering = np.sign(offset) * np.clip(beyond, 0.0, np.abs(offset))
+            recovering *= np.sign(pose - self.motion_mean) == np.sign(offset)  # an inward offset is kept
+        keep = 1.0 - cfg.history_offset_recovery  # of the recovering part, per frame
+        running = (rng.integers(0, H, b) if cfg.history_offset_in_progress
+                   else np.zeros(b, int))  # frames the recovery has run by the newest history frame
+        age = np.arange(H)[::-1]  # frames before the newest, per history slot
+        held = offset - recovering
+        history += held + recovering * keep ** -np.minimum(age[None], running[:, None])[:, :, None]
+        target += held + recovering * keep ** np.arange(1, K + 1)[None, :, None]
         batch = {
             "audio_mel": torch.from_numpy(augment_mel(w["audio_mel"], rng, cfg.audio)),
             "motion_history": torch.from_numpy(history.astype(np.float32)),

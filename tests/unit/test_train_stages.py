@@ -177,6 +177,74 @@ def test_history_offset_moves_the_whole_history_and_the_target_keeps_most_of_it(
     np.testing.assert_allclose(kept, 0.75 * offset[:, :1], atol=1e-5)
 
 
+def test_an_offset_in_progress_shows_its_recovery_in_the_history_and_the_target_goes_on_with_it():
+    """`history_offset_in_progress`: the recovery has already run for 0..H-1 frames, so the history's
+    offset shrinks by (1 - recovery) per frame over those frames and the target keeps shrinking at the
+    same rate: a model that reads the history's increments learns to go on with its own recovery."""
+    framing = D.HostFraming()
+    clip = cue_clip(np.random.default_rng(5), 120, framing)
+    avatar = Avatar(tiny_config())
+    set_normalisers(avatar, [clip])
+    gen = avatar.motion_generator
+    bank = WindowBank([clip], avatar.spec, framing.rest_motion())
+    plain = MotionStageConfig(loop=loop_config(1, 64), history_noise_max=0.0, history_noise_other_max=0.0,
+                              history_noise_increment_max=0.0, history_reset_probability=0.0)
+    running = dataclasses.replace(plain, history_offset_probability=1.0, history_offset_max=1.0,
+                                  history_offset_recovery=0.25, history_offset_fields=("roll",),
+                                  history_offset_in_progress=True)
+    a, b = MotionSampler(bank, gen, plain)(0, 0), MotionSampler(bank, gen, running)(0, 0)  # same windows
+    roll = FIELD_INDEX["roll"]
+    offset = (b["motion_history"] - a["motion_history"]).numpy()[..., roll]  # (B, H)
+    newest = offset[:, -1:]
+    ratio = offset / newest  # 1 at the newest frame, 1/0.75 per frame back while the recovery ran
+    steps = np.round(np.log(ratio) / -np.log(0.75)).astype(int)  # (B, H) frames of recovery after each slot
+    np.testing.assert_allclose(ratio, 0.75 ** -steps, rtol=1e-4)
+    H = offset.shape[1]
+    assert np.all(np.diff(steps, axis=1) <= 0) and np.all(steps[:, -1] == 0)
+    ran = steps[:, 0]  # how long the recovery had run; all of 0..H-1 occur
+    assert set(ran.tolist()) == set(range(H))
+    for row in range(len(steps)):  # counting back from the newest: 0, 1, .., ran, then constant
+        expected = np.minimum(np.arange(H)[::-1], ran[row])
+        np.testing.assert_array_equal(steps[row], expected)
+    kept = (b["target"] - a["target"]).numpy()[..., roll]  # (B, K)
+    K = kept.shape[1]
+    np.testing.assert_allclose(kept, newest * 0.75 ** np.arange(1, K + 1)[None], rtol=1e-4, atol=1e-6)
+
+
+def test_an_offset_inside_the_datas_band_is_held_and_only_the_part_beyond_it_recovers():
+    """`history_offset_hold_within_std` b: a drifted pose within the data mean +- b std is one the
+    avatar may hold (the target keeps the offset); of a pose beyond it, only the part outside recovers."""
+    framing = D.HostFraming()
+    clip = cue_clip(np.random.default_rng(5), 120, framing)
+    avatar = Avatar(tiny_config())
+    set_normalisers(avatar, [clip])
+    gen = avatar.motion_generator
+    bank = WindowBank([clip], avatar.spec, framing.rest_motion())
+    plain = MotionStageConfig(loop=loop_config(1, 64), history_noise_max=0.0, history_noise_other_max=0.0,
+                              history_noise_increment_max=0.0, history_reset_probability=0.0)
+    roll = FIELD_INDEX["roll"]
+    mean, std = float(gen.motion_mean[roll]), float(gen.motion_std[roll])
+
+    def shift(band):
+        cfg = dataclasses.replace(plain, history_offset_probability=1.0, history_offset_max=2.0,
+                                  history_offset_recovery=0.25, history_offset_fields=("roll",),
+                                  history_offset_hold_within_std=band)
+        a, b = MotionSampler(bank, gen, plain)(0, 0), MotionSampler(bank, gen, cfg)(0, 0)  # same windows
+        offset = (b["motion_history"] - a["motion_history"]).numpy()[:, -1, roll]  # (B,)
+        kept = (b["target"] - a["target"]).numpy()[:, 0, roll]  # (B,) in the first made frame
+        return offset, kept, b["motion_history"].numpy()[:, -1, roll]
+
+    offset, kept, _ = shift(1e6)  # every pose is inside: every offset is held
+    assert np.abs(offset).max() > 0.5 * std
+    np.testing.assert_allclose(kept, offset, atol=1e-5)
+    offset, kept, pose = shift(1.0)
+    beyond = np.clip(np.abs(pose - mean) - std, 0, np.abs(offset))  # the part outside mean +- 1 std
+    outward = np.sign(pose - mean) == np.sign(offset)
+    recovering = np.where(outward, np.sign(offset) * beyond, 0.0)
+    np.testing.assert_allclose(kept, offset - 0.25 * recovering, atol=1e-4)
+    assert (recovering != 0).any() and (outward & (recovering == 0)).any()
+
+
 def test_audio_gain_augmentation_is_the_audio_at_another_level():
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal(16000) * 0.05).astype(np.float32)
