@@ -150,19 +150,25 @@ def test_the_loop_resumes_exactly(tmp_path):
     assert (tmp_path / "whole" / "weights.safetensors").is_file()
 
 
+def offset_setup():
+    """A tiny generator, the windows of one cue clip, and a stage config without history noise or
+    resets, so two samplers on the same step draw the same windows and differ only by the offsets."""
+    framing = D.HostFraming()
+    clip = cue_clip(np.random.default_rng(5), 120, framing)
+    avatar = Avatar(tiny_config())
+    set_normalisers(avatar, [clip])
+    bank = WindowBank([clip], avatar.spec, framing.rest_motion())
+    plain = MotionStageConfig(loop=loop_config(1, 64), history_noise_max=0.0, history_noise_other_max=0.0,
+                              history_noise_increment_max=0.0, history_reset_probability=0.0)
+    return avatar.motion_generator, bank, plain
+
+
 def test_history_offset_moves_the_whole_history_and_the_target_keeps_most_of_it():
     """Increment fields: one offset per window and field over all history frames; the target keeps
     (1 - recovery) of it, so the model learns to lead a drifted pose back a little per frame.
     Only the listed fields move, and never standardised ones (jaw, blinks): their targets do not depend
     on the history."""
-    framing = D.HostFraming()
-    clip = cue_clip(np.random.default_rng(5), 120, framing)
-    avatar = Avatar(tiny_config())
-    set_normalisers(avatar, [clip])
-    gen = avatar.motion_generator
-    bank = WindowBank([clip], avatar.spec, framing.rest_motion())
-    plain = MotionStageConfig(loop=loop_config(1, 64), history_noise_max=0.0, history_noise_other_max=0.0,
-                              history_noise_increment_max=0.0, history_reset_probability=0.0)
+    gen, bank, plain = offset_setup()
     shifted = dataclasses.replace(plain, history_offset_probability=1.0, history_offset_max=1.0,
                                   history_offset_recovery=0.25,
                                   history_offset_fields=("yaw", "pitch", "roll", "jawOpen", "eyeBlinkLeft"))
@@ -181,14 +187,7 @@ def test_an_offset_in_progress_shows_its_recovery_in_the_history_and_the_target_
     """`history_offset_in_progress`: the recovery has already run for 0..H-1 frames, so the history's
     offset shrinks by (1 - recovery) per frame over those frames and the target keeps shrinking at the
     same rate: a model that reads the history's increments learns to go on with its own recovery."""
-    framing = D.HostFraming()
-    clip = cue_clip(np.random.default_rng(5), 120, framing)
-    avatar = Avatar(tiny_config())
-    set_normalisers(avatar, [clip])
-    gen = avatar.motion_generator
-    bank = WindowBank([clip], avatar.spec, framing.rest_motion())
-    plain = MotionStageConfig(loop=loop_config(1, 64), history_noise_max=0.0, history_noise_other_max=0.0,
-                              history_noise_increment_max=0.0, history_reset_probability=0.0)
+    gen, bank, plain = offset_setup()
     running = dataclasses.replace(plain, history_offset_probability=1.0, history_offset_max=1.0,
                                   history_offset_recovery=0.25, history_offset_fields=("roll",),
                                   history_offset_in_progress=True)
@@ -214,14 +213,7 @@ def test_an_offset_in_progress_shows_its_recovery_in_the_history_and_the_target_
 def test_an_offset_inside_the_datas_band_is_held_and_only_the_part_beyond_it_recovers():
     """`history_offset_hold_within_std` b: a drifted pose within the data mean +- b std is one the
     avatar may hold (the target keeps the offset); of a pose beyond it, only the part outside recovers."""
-    framing = D.HostFraming()
-    clip = cue_clip(np.random.default_rng(5), 120, framing)
-    avatar = Avatar(tiny_config())
-    set_normalisers(avatar, [clip])
-    gen = avatar.motion_generator
-    bank = WindowBank([clip], avatar.spec, framing.rest_motion())
-    plain = MotionStageConfig(loop=loop_config(1, 64), history_noise_max=0.0, history_noise_other_max=0.0,
-                              history_noise_increment_max=0.0, history_reset_probability=0.0)
+    gen, bank, plain = offset_setup()
     roll = FIELD_INDEX["roll"]
     mean, std = float(gen.motion_mean[roll]), float(gen.motion_std[roll])
 
