@@ -274,6 +274,28 @@ class MotionSampler:
             weight *= np.where(bank.listening(), config.listening_weight, 1.0)
             self.probability = weight / weight.sum()
 
+    def _apply_offset(self, rng: np.random.Generator, offset: np.ndarray, history: np.ndarray,
+                      target: np.ndarray) -> None:
+        """Shift history (B, H, 15) by offset (B, 1, 15), in place, and the target (B, K+Q, 15) by what
+        it keeps of it: the part that recovers shrinks by `history_offset_recovery` per frame (and, in
+        progress, has already shrunk over the history's last frames); the held part stays."""
+        cfg = self.config
+        b, H, K = history.shape[0], history.shape[1], target.shape[1]
+        recovering = offset  # the part of the offset the target leads back
+        if cfg.history_offset_hold_within_std is not None:
+            band = cfg.history_offset_hold_within_std * self.motion_std
+            pose = history[:, -1:] + offset
+            beyond = np.abs(pose - self.motion_mean) - band  # > 0: this far outside the band
+            recovering = np.sign(offset) * np.clip(beyond, 0.0, np.abs(offset))
+            recovering *= np.sign(pose - self.motion_mean) == np.sign(offset)  # an inward offset is kept
+        keep = 1.0 - cfg.history_offset_recovery  # of the recovering part, per frame
+        running = (rng.integers(0, H, b) if cfg.history_offset_in_progress
+                   else np.zeros(b, int))  # frames the recovery has run by the newest history frame
+        age = np.arange(H)[::-1]  # frames before the newest, per history slot
+        held = offset - recovering
+        history += held + recovering * keep ** -np.minimum(age[None], running[:, None])[:, :, None]
+        target += held + recovering * keep ** np.arange(1, K + 1)[None, :, None]
+
     def __call__(self, step: int, rank: int) -> dict:
         cfg, spec = self.config, self.bank.spec
         rng, _ = step_rngs(cfg.loop.seed, rank, step)
@@ -289,20 +311,7 @@ class MotionSampler:
         shifted = (rng.random(b) < cfg.history_offset_probability) & ~reset
         offset = (shifted[:, None] * rng.uniform(0, 1, (b, 1)) * self.offset_scale
                   * rng.standard_normal((b, MOTION_DIM)))[:, None, :]  # (B, 1, 15)
-        recovering = offset  # (B, 1, 15) the part of the offset the target leads back
-        if cfg.history_offset_hold_within_std is not None:
-            band = cfg.history_offset_hold_within_std * self.motion_std
-            pose = history[:, -1:] + offset
-            beyond = np.abs(pose - self.motion_mean) - band  # > 0: this far outside the band
-            recovering = np.sign(offset) * np.clip(beyond, 0.0, np.abs(offset))
-            recovering *= np.sign(pose - self.motion_mean) == np.sign(offset)  # an inward offset is kept
-        keep = 1.0 - cfg.history_offset_recovery  # of the recovering part, per frame
-        running = (rng.integers(0, H, b) if cfg.history_offset_in_progress
-                   else np.zeros(b, int))  # frames the recovery has run by the newest history frame
-        age = np.arange(H)[::-1]  # frames before the newest, per history slot
-        held = offset - recovering
-        history += held + recovering * keep ** -np.minimum(age[None], running[:, None])[:, :, None]
-        target += held + recovering * keep ** np.arange(1, K + 1)[None, :, None]
+        self._apply_offset(rng, offset, history, target)
         batch = {
             "audio_mel": torch.from_numpy(augment_mel(w["audio_mel"], rng, cfg.audio)),
             "motion_history": torch.from_numpy(history.astype(np.float32)),
