@@ -29,7 +29,8 @@ from f2f.motion import FIELD_INDEX  # noqa: E402
 from models.avatar import load_avatar  # noqa: E402
 from pipeline.evaluate.ground_truth import clip_truth  # noqa: E402
 from pipeline.evaluate.reactivity import clip_cues  # noqa: E402
-from pipeline.evaluate.run import data_config_of, guest_features  # noqa: E402
+from pipeline.evaluate.rollouts import guest_features  # noqa: E402
+from pipeline.evaluate.run import data_config_of  # noqa: E402
 from pipeline.train.data import load_dataset  # noqa: E402
 from pipeline.train.windows import WindowBank  # noqa: E402
 

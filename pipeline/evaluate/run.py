@@ -36,11 +36,10 @@ from f2f.motion import FIELD_INDEX
 from models.avatar import Avatar, load_avatar
 from pipeline.evaluate import plots
 from pipeline.evaluate.face_metrics import IdentityEncoder, measure_mesh, mouth_landmark_distance, psnr, ssim
-from pipeline.evaluate.ground_truth import clip_truth
 from pipeline.evaluate.long_session import long_session
-from pipeline.evaluate.reactivity import RULE_NAMES, Counts, clip_cues, score_clip, summarise, tlcc
-from pipeline.train.data import Clip, DataConfig, HostFraming, load_dataset
-from pipeline.train.windows import ClipInputs, rollout, rollout_noise
+from pipeline.evaluate.reactivity import RULE_NAMES, tlcc
+from pipeline.evaluate.rollouts import ScoredSplit, clip_inputs, correlation, generate, reactivity
+from pipeline.train.data import DataConfig, HostFraming
 
 EVAL_FILE = "eval.json"
 LIPSYNC_OFFSETS = np.arange(-5, 6)
@@ -75,18 +74,6 @@ def data_config_of(avatar: Avatar) -> DataConfig:
 
 
 @torch.no_grad()
-def guest_features(avatar: Avatar, clip: Clip, chunk: int = 256) -> np.ndarray:
-    """The guest encoder's feature of every visible partner frame (serving's crop + geometry). (N, D)"""
-    out = np.zeros((clip.num_frames, avatar.spec.guest_feature_dim), np.float32)
-    frames = np.flatnonzero(clip.guest_visible)
-    for i in range(0, len(frames), chunk):
-        index = frames[i:i + chunk]
-        crops = torch.from_numpy(np.asarray(clip.guest_crops[index]).astype(np.float32) / 255.0)
-        out[index] = avatar.guest_encoder(crops, torch.from_numpy(clip.guest_geometry[index])).numpy()
-    return out
-
-
-@torch.no_grad()
 def render(avatar: Avatar, motion: np.ndarray, chunk: int = 16) -> np.ndarray:
     """(N, 15) -> (N, F, F, 3) uint8 RGB, one frame per renderer call row (K = 1 rows)."""
     out = []
@@ -94,14 +81,6 @@ def render(avatar: Avatar, motion: np.ndarray, chunk: int = 16) -> np.ndarray:
         frames = avatar.renderer(torch.from_numpy(motion[i:i + chunk].astype(np.float32))[:, None])[:, 0]
         out.append((frames.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def offset_curve(measured: list[np.ndarray], truth: list[np.ndarray]) -> np.ndarray:
@@ -115,7 +94,7 @@ def offset_curve(measured: list[np.ndarray], truth: list[np.ndarray]) -> np.ndar
                 a.append(m[d:]), b.append(t[: n - d])
             else:
                 a.append(m[: n + d]), b.append(t[-d:])
-        curve.append(_corr(np.concatenate(a), np.concatenate(b)))
+        curve.append(correlation(np.concatenate(a), np.concatenate(b)))
     return np.asarray(curve)
 
 
@@ -144,31 +123,16 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
     if not (dataset / "manifest.jsonl").is_file():
         raise FileNotFoundError(f"no curated dataset at {dataset!s}: pass --data")
     cache = cache or Path("build/eval_cache")
-    data = load_dataset(dataset, cache, spec, data_config_of(avatar), (config.split,), quiet=quiet,
-                        with_meta=True, limit=config.max_clips)
-    clips = data.clips
-    truths = [clip_truth(c.record, c.meta, data.root) for c in clips]
-    keep = [i for i, t in enumerate(truths) if t is not None]
-    if not keep:
-        raise ValueError(f"{dataset}: the {config.split} clips have no synthetic ground truth to evaluate against")
-    clips, truths = [clips[i] for i in keep], [truths[i] for i in keep]
+    scored = ScoredSplit.load(dataset, cache, spec, data_config_of(avatar), config.split, config.max_clips, quiet)
+    clips, truths, cues = scored.clips, scored.truths, scored.cues
     default = float(notes.get("default_lambda_video", 1.0))
     lambdas = sorted(set(config.lambdas) | {0.0, default})
     timings: dict[str, float] = {}
 
     # 1. Generation: every clip x scale x seed, from the same noise per seed.
     t0 = time.perf_counter()
-    inputs = [ClipInputs(c.mel, guest_features(avatar, c), c.guest_visible) for c in clips]
-    longest = max(c.num_frames for c in clips)
-    motions: dict[float, list[list[np.ndarray]]] = {lam: [] for lam in lambdas}  # [seed][clip]
-    for seed in tqdm(range(config.seeds), desc="generate", unit="seed", disable=quiet):
-        noise = rollout_noise(len(clips), longest, spec, seed)
-        batch_inputs = [x for _ in lambdas for x in inputs]
-        batch_noise = np.concatenate([noise] * len(lambdas))
-        scales = [lam for lam in lambdas for _ in inputs]
-        result = rollout(avatar.motion_generator, batch_inputs, scales, batch_noise)
-        for j, lam in enumerate(lambdas):
-            motions[lam].append(result[j * len(clips):(j + 1) * len(clips)])
+    inputs = clip_inputs(avatar, clips)
+    motions = generate(avatar, inputs, lambdas, config.seeds, quiet)  # [lambda][seed][clip]
     timings["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stability = long_session(avatar.motion_generator, inputs, [c.host_motion[c.host_valid] for c in clips], default,
@@ -177,19 +141,8 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
 
     # 2. Reactivity at every scale, and on the measured host motion (what the data itself shows).
     t0 = time.perf_counter()
-    cues = [clip_cues(t, c.guest_visible, i) for i, (t, c) in enumerate(zip(truths, clips))]
-    rules = truths[0].rules
-
-    def reactivity(tracks: list[list[np.ndarray]]) -> dict:
-        per_rule = {rule: Counts() for rule in RULE_NAMES}
-        for seed_tracks in tracks:
-            for motion, clip_cue in zip(seed_tracks, cues):
-                for rule, counts in score_clip(motion, clip_cue, rules).items():
-                    per_rule[rule].add(counts)
-        return summarise(per_rule)
-
-    reactions = {lam: reactivity(motions[lam]) for lam in lambdas}
-    measured_host = reactivity([[c.host_motion for c in clips]])
+    reactions = {lam: reactivity(motions[lam], scored) for lam in lambdas}
+    measured_host = reactivity([[c.host_motion for c in clips]], scored)
     detector = {rule: {"found": sum(c.ground_truth_found[rule][0] for c in cues),
                        "reacted_and_observable": sum(c.ground_truth_found[rule][1] for c in cues)}
                 for rule in RULE_NAMES}
@@ -268,7 +221,7 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
             "lambda_video": lam, "reaction_f1": r["f1"], "reaction_precision": r["precision"],
             "reaction_recall": r["recall"], "reaction_f1_per_rule": {k: v["f1"] for k, v in r["per_rule"].items()},
             "lipsync_corr": lip_lam["corr"], "lipsync_offset_frames": lip_lam["offset_frames"],
-            "jaw_corr_motion": round(_corr(np.concatenate([m[:, jaw] for m in generated]), np.concatenate(gt_jaw)), 4),
+            "jaw_corr_motion": round(correlation(np.concatenate([m[:, jaw] for m in generated]), np.concatenate(gt_jaw)), 4),
             "head_rotation_deg_per_frame": round(float(head), 4),
         })
     timings["sweep_s"] = time.perf_counter() - t0

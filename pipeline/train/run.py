@@ -3,7 +3,8 @@
   1. data     the manifest's train clips -> cached arrays (`pipeline/train/data.py`)
   2. guest    the guest encoder's CNN (auxiliary geometry regression), then frozen
   3. stage1   the motion generator's audio path (flow matching, guest branch off)
-  4. stage2   the video branch (audio path frozen, guest-context dropout for guidance)
+  4. stage2   the video branch (audio path frozen, guest-context dropout for guidance); with
+              `stage2_candidates` > 1 trained once per seed, the run reacting best on val is kept
   5. renderer canonical host frames from their motion
   6. the avatar: EMA weights of every stage -> OUT/config.json + OUT/model.safetensors, and
      OUT/train_report.json (data, losses, timings)
@@ -15,6 +16,7 @@ parallel (rank 0 prepares the data and writes every output).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -33,6 +35,7 @@ from pipeline.train.config import TrainConfig, tiny_train_config, with_steps
 from pipeline.train.data import dataset_key, dataset_summary, load_dataset
 from pipeline.train.flow_matching import parameter_count
 from pipeline.train.loop import DistContext, TrainLoop
+from pipeline.train.selection import Stage2Selector, best_candidate
 from pipeline.train.stages import (GuestAppearanceObjective, GuestSampler, GuestTable, MotionObjective,
                                    MotionSampler, RendererObjective, RendererSampler, appearance_table,
                                    set_normalisers, weight_map)
@@ -164,23 +167,52 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
     _trainable(avatar, False)
     timings["stage1_s"] = time.perf_counter() - t0
 
-    # 4. Stage 2: the video branch on the frozen audio path, from a fresh projector (stage 1 never
-    # trains it; its initialisation, zero gates, is what stage 2 must start from).
+    # 4. Stage 2: the video branch on the frozen audio path, once per candidate seed, each from the same
+    # fresh start (stage 1 never trains the projector; its zero gates are what stage 2 must start from);
+    # with more than one, the run that reacts best on the held-out split is kept (pipeline/train/selection.py).
     t0 = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(1)
         generator.guest_projector.load_state_dict(GuestProjector(spec, config.avatar.motion_generator).state_dict())
-    _trainable(generator.guest_projector, True)
-    _trainable(encoder.geometry, True)
-    _trainable(encoder.fuse, True)
+    branch = (generator.guest_projector, encoder.geometry, encoder.fuse)
+    branch_start = [copy.deepcopy(m.state_dict()) for m in branch]
     stage2 = MotionObjective(generator, encoder, config.stage2.mouth_weight, config.stage2.reaction_weight)
-    stage2_fp = _fingerprint("stage2", stage1_fp, guest_fp, asdict(config.stage2))
-    loop = stage_loop("stage2", stage2, stage2, config.stage2.loop, stage2_fp)
-    if "stage2" in stages:
-        loop.run(MotionSampler(bank, generator, config.stage2, table, dist.world))
-    stage2.load_state_dict(loop.ema_state())
-    report["losses"]["stage2"] = loop.summary()
-    _trainable(avatar, False)
+    seeds = config.stage2_seeds()
+    selector = None
+    if len(seeds) > 1:
+        selector = Stage2Selector.load(dataset, cache, spec, data_config, config.selection_split,
+                                       config.default_lambda_video, config.selection_noise_seeds, quiet)
+        seeds = seeds if selector is not None else seeds[:1]
+    candidates = []  # (score or None, EMA state, loop summary)
+    for index, seed in enumerate(seeds):
+        for module, state in zip(branch, branch_start):
+            module.load_state_dict(state)
+        _trainable(generator.guest_projector, True)
+        _trainable(encoder.geometry, True)
+        _trainable(encoder.fuse, True)
+        stage_config = dataclasses.replace(config.stage2, loop=dataclasses.replace(config.stage2.loop, seed=seed))
+        stage2_fp = _fingerprint("stage2", stage1_fp, guest_fp, asdict(stage_config))
+        # The first run keeps the single-run directory, so a one-candidate configuration resumes it.
+        name = "stage2" if index == 0 else f"stage2_seed{seed}"
+        loop = stage_loop(name, stage2, stage2, stage_config.loop, stage2_fp)
+        if "stage2" in stages:
+            loop.run(MotionSampler(bank, generator, stage_config, table, dist.world))
+        state = loop.ema_state()
+        stage2.load_state_dict(state)
+        _trainable(avatar, False)
+        score = selector.score(avatar, seed) if selector is not None else None
+        if score is not None and dist.main and not quiet:
+            print(f"stage 2 seed {seed}: reaction F1 {score.reaction_f1:.3f} on {config.selection_split} "
+                  f"(jaw corr {score.jaw_corr_motion:.3f})", file=sys.stderr)
+        candidates.append((score, state, loop.summary()))
+    chosen = best_candidate([c[0] for c in candidates]) if selector is not None else 0
+    stage2.load_state_dict(candidates[chosen][1])
+    report["losses"]["stage2"] = candidates[chosen][2]
+    if selector is not None:
+        report["stage2_selection"] = {
+            "split": config.selection_split, "lambda_video": config.default_lambda_video,
+            "noise_seeds": config.selection_noise_seeds, "clips": len(selector.split.clips),
+            "chosen_seed": seeds[chosen], "candidates": [c[0].to_dict() for c in candidates]}
     timings["stage2_s"] = time.perf_counter() - t0
 
     # 5. Renderer.
@@ -214,6 +246,7 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
         "rest_motion": [round(float(v), 5) for v in framing.rest_motion()],
         "default_lambda_video": config.default_lambda_video,
         "stages": {k: report["losses"][k].get("steps", 0) for k in STAGES},
+        "stage2_seed": seeds[chosen],
     }
     avatar.config = dataclasses.replace(config.avatar, notes=notes)
     if dist.main:
@@ -252,6 +285,9 @@ def add_train_parser(commands) -> None:
                              "what their checkpoint holds")
     for name in STAGES:
         parser.add_argument(f"--{name}-steps", type=int, default=None, help=f"steps of the {name} stage")
+    parser.add_argument("--stage2-candidates", type=int, default=None, metavar="N",
+                        help="train stage 2 N times (seeds) and keep the run reacting best on the val split "
+                             "(the default avatar's recipe: see pipeline/train/config.py)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
     parser.add_argument("--workers", type=int, default=1, help="processes preparing the data")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -265,6 +301,11 @@ def config_from_args(args) -> TrainConfig:
     config = with_steps(config, **{name: getattr(args, f"{name}_steps") for name in STAGES})
     if args.threads is not None:
         config = dataclasses.replace(config, threads=args.threads)
+    if args.stage2_candidates is not None:
+        splits = config.splits
+        if args.stage2_candidates > 1:  # the split that selects is held out of training
+            splits = tuple(s for s in splits if s != config.selection_split)
+        config = dataclasses.replace(config, stage2_candidates=args.stage2_candidates, splits=splits)
     return config
 
 

@@ -10,6 +10,7 @@ ground truth (tests/support/curated_dataset.py): half a minute of a 640x360 epis
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -119,3 +120,29 @@ def test_torchrun_trains_data_parallel_on_two_cpu_processes(trained, dataset, tm
     report = json.loads((out / "train_report.json").read_text())["report"]
     assert report["world_size"] == 2
     load_avatar(out)
+
+
+def test_stage2_candidates_are_scored_on_the_held_out_split_and_the_best_is_kept(trained, dataset, tmp_path):
+    from pipeline.train.config import tiny_train_config
+    from pipeline.train.run import train
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[1], run)  # guest and stage 1 resume from the module's run
+    config = dataclasses.replace(tiny_train_config(), stage2_candidates=2, selection_split="test",
+                                 selection_noise_seeds=1, splits=("train",))
+    report = train(dataset, tmp_path / "avatar", run, config, workers=1, quiet=True)
+    selection = report["stage2_selection"]
+    seeds = [c["seed"] for c in selection["candidates"]]
+    assert seeds == [config.stage2.loop.seed, config.stage2.loop.seed + 1] and selection["split"] == "test"
+    f1 = [c["reaction_f1"] for c in selection["candidates"]]
+    assert selection["chosen_seed"] == seeds[f1.index(max(f1))]
+    # Each candidate trained from the same start into its own directory; the avatar holds the chosen one's EMA.
+    directories = {seeds[0]: run / "stage2", seeds[1]: run / f"stage2_seed{seeds[1]}"}
+    chosen = load_file(str(directories[selection["chosen_seed"]] / "weights.safetensors"))
+    other = load_file(str(directories[next(s for s in seeds if s != selection["chosen_seed"])] / "weights.safetensors"))
+    avatar = load_avatar(tmp_path / "avatar")
+    assert avatar.config.notes["stage2_seed"] == selection["chosen_seed"]
+    key = "generator.guest_projector.to_modulation.weight"
+    projector = avatar.motion_generator.guest_projector.to_modulation.weight.detach()
+    assert (chosen[f"ema.{key}"] == projector).all()
+    assert not (other[f"ema.{key}"] == projector).all(), "both candidates trained alike: the seed did not reach them"

@@ -269,3 +269,22 @@ def test_the_renderer_learns_its_frames(tmp_path):
     loop.run(RendererSampler([clip], config, framing))
     summary = loop.summary()
     assert summary["last_mean"] < 0.5 * summary["first_mean"], summary
+
+
+def test_stage2_selection_refuses_a_split_it_trains_on_and_keeps_the_best_reacting_run():
+    from pipeline.train.config import TrainConfig
+    from pipeline.train.selection import CandidateScore, best_candidate
+
+    with pytest.raises(ValueError, match="also trained on"):
+        TrainConfig(stage2_candidates=2, selection_split="val", splits=("train", "val"))
+    with pytest.raises(ValueError, match=">= 1"):
+        TrainConfig(stage2_candidates=0)
+    config = TrainConfig(stage2_candidates=3, splits=("train",))
+    first = config.stage2.loop.seed
+    assert config.stage2_seeds() == [first, first + 1, first + 2]
+
+    def score(seed, f1):
+        return CandidateScore(seed, f1, 0.0, 0.0, 0.9, {})
+
+    assert best_candidate([score(1, 0.2), score(2, 0.5), score(3, 0.4)]) == 1
+    assert best_candidate([score(1, 0.5), score(2, 0.5)]) == 0  # a tie keeps the earlier seed
