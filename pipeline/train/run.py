@@ -201,7 +201,7 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
         stage2.load_state_dict(state)
         _trainable(avatar, False)
         score = selector.score(avatar, seed) if selector is not None else None
-        if score is not None and dist.main and not quiet:
+        if score is not None and dist.main:
             print(f"stage 2 seed {seed}: reaction F1 {score.reaction_f1:.3f} on {config.selection_split} "
                   f"(jaw corr {score.jaw_corr_motion:.3f})", file=sys.stderr)
         candidates.append((score, state, loop.summary()))
