@@ -75,6 +75,11 @@ class MotionGeneratorConfig:  # defaults: the default avatar's sizes
     # small difference of two tokens and scale it up ~8x to continue a nod or a turn, and it
     # continued them at half speed (teacher-forced); given the increment, continuing is copying it.
     history_increments: bool = False
+    # Guest geometry relative to the guest's own mean over the visible slots of the window, embedded
+    # beside each slot's feature: a tilt or a smile is a change from where this guest's face usually
+    # is, and the raw geometry also carries who the guest is (face shape, resting roll), which the
+    # branch, trained on a handful of guests, can learn instead of the change.
+    guest_relative_geometry: bool = False
 
 
 @dataclass
@@ -125,6 +130,10 @@ class GuestProjector(nn.Module):
         self.activity_frames = config.guest_activity_frames
         if self.activity_frames > 0:
             self.embed_activity = nn.Linear(len(GEOMETRY_FIELDS), width)
+        self.relative_geometry = config.guest_relative_geometry
+        if self.relative_geometry:
+            with torch.random.fork_rng():  # the rest of the model initialises as without it
+                self.embed_relative = nn.Linear(len(GEOMETRY_FIELDS), width)
         self.blackout = nn.Parameter(torch.zeros(width))
         self.position = nn.Parameter(torch.zeros(spec.guest_context_frames, width))
         self.kernels = nn.Parameter(recency_kernels(config.guest_kernels, spec.guest_context_frames))
@@ -145,6 +154,8 @@ class GuestProjector(nn.Module):
         embedded = self.embed(guest_features)  # (B, P, G, W)
         if self.activity_frames > 0:
             embedded = embedded + self.embed_activity(self.activity(guest_features, visible))
+        if self.relative_geometry:
+            embedded = embedded + self.embed_relative(self.relative(guest_features, visible))
         tokens = visible * embedded + (1.0 - visible) * self.blackout  # (B, P, G, W)
         tokens = tokens + self.position
         weights = self.kernels.softmax(dim=-1)  # (Kg, G)
@@ -153,6 +164,14 @@ class GuestProjector(nn.Module):
         guest = per_partner.sum(dim=1)  # (B, W): multiple partners share the encoder and add up
         return self.to_modulation(guest).reshape(batch, self.layers, 3, self.width)
 
+
+    @staticmethod
+    def relative(guest_features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """(B, P, G, D), (B, P, G, 1) -> (B, P, G, 12): each visible slot's geometry minus the mean over
+        the window's visible slots (zero where invisible)."""
+        geometry = guest_features[..., -len(GEOMETRY_FIELDS):] * visible  # (B, P, G, 12)
+        mean = geometry.sum(dim=2, keepdim=True) / visible.sum(dim=2, keepdim=True).clamp(min=1.0)
+        return (geometry - mean) * visible
 
     def activity(self, guest_features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """(B, P, G, D), (B, P, G, 1) -> (B, P, G, 12): causal moving mean of |change| of the geometry

@@ -46,6 +46,7 @@ STAGES = ("guest", "stage1", "stage2", "renderer")
 # makes its checkpoints stale, so a rerun retrains it (and what depends on it) instead of resuming.
 CODE_VERSIONS = {"data": 2, "guest": 2, "stage1": 1, "stage2": 2, "renderer": 1}
 REPORT_FILE = "train_report.json"
+VIDEO_BRANCH_ONLY = ("guest_relative_geometry",)  # generator options that shape the guest projector only
 
 
 def _digest(*parts) -> str:
@@ -156,8 +157,11 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
     _trainable(generator, True)
     _trainable(generator.guest_projector, False)
     stage1 = MotionObjective(generator, None, config.stage1.mouth_weight, config.stage1.reaction_weight)
-    # The sampling temperature is applied at inference only: changing it retrains nothing.
-    generator_sizes = {k: v for k, v in config.avatar.to_dict()["motion_generator"].items() if k != "temperature"}
+    # The sampling temperature is applied at inference only: changing it retrains nothing. Options of
+    # the video branch alone (initialised apart) change stage 2, not stage 1.
+    generator_config = config.avatar.to_dict()["motion_generator"]
+    generator_sizes = {k: v for k, v in generator_config.items() if k != "temperature" and k not in VIDEO_BRANCH_ONLY}
+    video_branch = {k: generator_config[k] for k in VIDEO_BRANCH_ONLY}
     stage1_fp = _fingerprint("stage1", data_fp, asdict(config.stage1), generator_sizes)
     loop = stage_loop("stage1", stage1, stage1, config.stage1.loop, stage1_fp)
     if "stage1" in stages:
@@ -191,7 +195,7 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
         _trainable(encoder.geometry, True)
         _trainable(encoder.fuse, True)
         stage_config = dataclasses.replace(config.stage2, loop=dataclasses.replace(config.stage2.loop, seed=seed))
-        stage2_fp = _fingerprint("stage2", stage1_fp, guest_fp, asdict(stage_config))
+        stage2_fp = _fingerprint("stage2", stage1_fp, guest_fp, asdict(stage_config), video_branch)
         # The first run keeps the single-run directory, so a one-candidate configuration resumes it.
         name = "stage2" if index == 0 else f"stage2_seed{seed}"
         loop = stage_loop(name, stage2, stage2, stage_config.loop, stage2_fp)

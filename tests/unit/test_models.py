@@ -241,6 +241,36 @@ def test_guest_activity_is_causal_and_counts_only_changes_between_visible_frames
     assert float(projector.activity(features, visible).abs().sum()) == 0.0
 
 
+def test_relative_guest_geometry_is_each_visible_slot_minus_the_guests_window_mean():
+    """Who the guest is (a constant offset of the geometry) cancels; invisible slots neither count nor show."""
+    features = torch.randn(2, 1, 10, 16)
+    visible = torch.ones(2, 1, 10, 1)
+    visible[1, 0, :4] = 0.0
+    relative = GuestProjector.relative(features, visible)  # (2, 1, 10, 12)
+    geometry = features[..., -len(GEOMETRY_FIELDS):]
+    assert torch.allclose(relative[0], geometry[0] - geometry[0].mean(dim=1, keepdim=True), atol=1e-6)
+    assert torch.allclose(relative[1, :, 4:], geometry[1, :, 4:] - geometry[1, :, 4:].mean(dim=1, keepdim=True), atol=1e-6)
+    assert float(relative[1, :, :4].abs().sum()) == 0.0
+    shifted = features.clone()
+    shifted[..., -len(GEOMETRY_FIELDS):] += torch.randn(2, 1, 1, len(GEOMETRY_FIELDS)) * 5
+    assert torch.allclose(GuestProjector.relative(shifted, visible), relative, atol=1e-5)
+    assert float(GuestProjector.relative(features, torch.zeros_like(visible)).abs().sum()) == 0.0
+
+
+def test_the_relative_geometry_option_leaves_the_rest_of_the_model_initialised_alike():
+    """Stage 1 does not depend on it: the same seed gives the same weights outside the new layer."""
+    config = tiny_config()
+    on = dataclasses.replace(config, motion_generator=dataclasses.replace(config.motion_generator,
+                                                                         guest_relative_geometry=True))
+    torch.manual_seed(4)
+    plain = Avatar(config).state_dict()
+    torch.manual_seed(4)
+    relative = Avatar(on).state_dict()
+    assert {k for k in relative if k not in plain} == {"motion_generator.guest_projector.embed_relative.weight",
+                                                       "motion_generator.guest_projector.embed_relative.bias"}
+    assert all(torch.equal(plain[k], relative[k]) for k in plain)
+
+
 def test_renderer_coordinate_term_split_equals_the_concatenated_convolution():
     # The renderer computes conv(cat([x, coordinates])) as conv(x) + conv(coordinates) so the export
     # folds the coordinates away; the weights and the result must stay those of the one convolution.
