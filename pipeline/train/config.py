@@ -182,6 +182,7 @@ def tiny_train_config() -> TrainConfig:
         stage1=MotionStageConfig(loop=loop(12, 32, 2)),
         stage2=MotionStageConfig(loop=loop(12, 32, 3)),
         renderer=RendererStageConfig(loop=loop(8, 4, 4)),
+        stage2_candidates=1,
     )
 
 
