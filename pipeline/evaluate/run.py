@@ -38,7 +38,8 @@ from pipeline.evaluate import plots
 from pipeline.evaluate.face_metrics import IdentityEncoder, measure_mesh, mouth_landmark_distance, psnr, ssim
 from pipeline.evaluate.long_session import long_session
 from pipeline.evaluate.reactivity import RULE_NAMES, tlcc
-from pipeline.evaluate.rollouts import ScoredSplit, clip_inputs, correlation, generate, reactivity
+from pipeline.evaluate.rollouts import (ScoredSplit, clip_inputs, correlation, generate, jaw_correlation,
+                                        reactivity)
 from pipeline.train.data import DataConfig, HostFraming
 
 EVAL_FILE = "eval.json"
@@ -214,14 +215,13 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
             t_jaw.append(truths[i].host_motion[:, jaw])
         lip_lam = lipsync(m_jaw, t_jaw)
         generated = [m for seed in motions[lam] for m in seed]
-        gt_jaw = [t.host_motion[:, jaw] for _ in motions[lam] for t in truths]
         head = np.mean([np.abs(np.diff(m[:, :3], axis=0)).mean() for m in generated])
         r = reactions[lam]
         sweep.append({
             "lambda_video": lam, "reaction_f1": r["f1"], "reaction_precision": r["precision"],
             "reaction_recall": r["recall"], "reaction_f1_per_rule": {k: v["f1"] for k, v in r["per_rule"].items()},
             "lipsync_corr": lip_lam["corr"], "lipsync_offset_frames": lip_lam["offset_frames"],
-            "jaw_corr_motion": round(correlation(np.concatenate([m[:, jaw] for m in generated]), np.concatenate(gt_jaw)), 4),
+            "jaw_corr_motion": round(jaw_correlation(motions[lam], scored), 4),
             "head_rotation_deg_per_frame": round(float(head), 4),
         })
     timings["sweep_s"] = time.perf_counter() - t0

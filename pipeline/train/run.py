@@ -191,9 +191,7 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
     for index, seed in enumerate(seeds):
         for module, state in zip(branch, branch_start):
             module.load_state_dict(state)
-        _trainable(generator.guest_projector, True)
-        _trainable(encoder.geometry, True)
-        _trainable(encoder.fuse, True)
+            _trainable(module, True)
         stage_config = dataclasses.replace(config.stage2, loop=dataclasses.replace(config.stage2.loop, seed=seed))
         stage2_fp = _fingerprint("stage2", stage1_fp, guest_fp, asdict(stage_config), video_branch)
         # The first run keeps the single-run directory, so a one-candidate configuration resumes it.
