@@ -58,6 +58,7 @@ def card(avatar_dir: Path, timings: dict | None = None, commands: list[str] | No
         f"- Stage 2 (video branch on the frozen audio path, guest-context dropout {tconfig['stage2']['guest_dropout']}): "
         f"{losses['stage2'].get('steps')} steps of batch {tconfig['stage2']['loop']['batch_size']}, loss "
         f"{losses['stage2'].get('first_mean')} -> {losses['stage2'].get('last_mean')}.",
+        *_selection_lines(report.get("stage2_selection")),
         f"- Sampling: {config['motion_generator'].get('sampling_steps')} Euler steps of the flow from temperature "
         f"{config['motion_generator'].get('temperature', 1.0)} x the noise; default lambda_video {default}.",
         f"- Renderer: {losses['renderer'].get('steps')} steps of batch {tconfig['renderer']['loop']['batch_size']} on "
@@ -141,6 +142,18 @@ def card(avatar_dir: Path, timings: dict | None = None, commands: list[str] | No
               "", "Plots: `eval/` (cfg_sweep, lipsync_offsets, tlcc, timeline, frames). Everything: `eval.json`, "
                   "`train_report.json`.", ""]
     return "\n".join(lines)
+
+
+def _selection_lines(selection: dict | None) -> list[str]:
+    """Stage 2's candidates (one per loop seed) and the one kept, as `f2f train` scored them."""
+    if not selection:
+        return []
+    scores = "; ".join(f"seed {c['seed']}: F1 {_fmt(c['reaction_f1'])} (P {_fmt(c['reaction_precision'], 2)} / "
+                       f"R {_fmt(c['reaction_recall'], 2)})" for c in selection["candidates"])
+    return [f"- Stage 2 trained {len(selection['candidates'])} times (loop seeds); kept seed "
+            f"{selection['chosen_seed']}, the highest reaction F1 on the {selection['split']} split "
+            f"({selection['clips']} clips, not trained on; lambda_video {selection['lambda_video']}, "
+            f"{selection['noise_seeds']} noise seeds): {scores}. The loss above is the kept run's."]
 
 
 def _long_session_rows(figures: dict | None) -> list[str]:
