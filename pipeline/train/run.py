@@ -303,11 +303,8 @@ def config_from_args(args) -> TrainConfig:
     config = with_steps(config, **{name: getattr(args, f"{name}_steps") for name in STAGES})
     if args.threads is not None:
         config = dataclasses.replace(config, threads=args.threads)
-    if args.stage2_candidates is not None:
-        splits = config.splits
-        if args.stage2_candidates > 1:  # the split that selects is held out of training
-            splits = tuple(s for s in splits if s != config.selection_split)
-        config = dataclasses.replace(config, stage2_candidates=args.stage2_candidates, splits=splits)
+    if args.stage2_candidates is not None:  # the configs above already hold the selection split out
+        config = dataclasses.replace(config, stage2_candidates=args.stage2_candidates)
     return config
 
 
