@@ -261,6 +261,9 @@ class MotionSampler:
         offset_fields[[FIELD_INDEX[name] for name in config.history_offset_fields]] = True
         self.offset_scale = np.where(increments & offset_fields, config.history_offset_max * self.motion_std,
                                      0.0).astype(np.float32)
+        self.offset_recovery = np.full(MOTION_DIM, config.history_offset_recovery)
+        for name, rate in config.history_offset_recovery_by_field:
+            self.offset_recovery[FIELD_INDEX[name]] = rate
         self.session_start = neutral_vector()
         if len(bank) == 0:
             raise ValueError("no training windows: no clip has valid host motion long enough")
@@ -277,7 +280,7 @@ class MotionSampler:
     def _apply_offset(self, rng: np.random.Generator, offset: np.ndarray, history: np.ndarray,
                       target: np.ndarray) -> None:
         """Shift history (B, H, 15) by offset (B, 1, 15), in place, and the target (B, K+Q, 15) by what
-        it keeps of it: the part that recovers shrinks by `history_offset_recovery` per frame (and, in
+        it keeps of it: the part that recovers shrinks by the field's recovery rate per frame (and, in
         progress, has already shrunk over the history's last frames); the held part stays."""
         cfg = self.config
         b, H, K = history.shape[0], history.shape[1], target.shape[1]
@@ -288,7 +291,7 @@ class MotionSampler:
             beyond = np.abs(pose - self.motion_mean) - band  # > 0: this far outside the band
             recovering = np.sign(offset) * np.clip(beyond, 0.0, np.abs(offset))
             recovering *= np.sign(pose - self.motion_mean) == np.sign(offset)  # an inward offset is kept
-        keep = 1.0 - cfg.history_offset_recovery  # of the recovering part, per frame
+        keep = 1.0 - self.offset_recovery  # (15,) of the recovering part, per frame
         running = (rng.integers(0, H, b) if cfg.history_offset_in_progress
                    else np.zeros(b, int))  # frames the recovery has run by the newest history frame
         age = np.arange(H)[::-1]  # frames before the newest, per history slot

@@ -210,6 +210,25 @@ def test_an_offset_in_progress_shows_its_recovery_in_the_history_and_the_target_
     np.testing.assert_allclose(kept, newest * 0.75 ** np.arange(1, K + 1)[None], rtol=1e-4, atol=1e-6)
 
 
+def test_a_field_listed_with_its_own_recovery_rate_recovers_at_that_rate():
+    """`history_offset_recovery_by_field`: roll recovers at its own (slower) rate, the other fields at the
+    shared one, from the same offsets."""
+    gen, bank, plain = offset_setup()
+    fields = ("yaw", "roll")
+    shared = dataclasses.replace(plain, history_offset_probability=1.0, history_offset_max=1.0,
+                                 history_offset_recovery=0.25, history_offset_fields=fields)
+    own = dataclasses.replace(shared, history_offset_recovery_by_field=(("roll", 0.05),))
+    a, b, c = (MotionSampler(bank, gen, cfg)(0, 0) for cfg in (plain, shared, own))  # same windows, offsets
+    np.testing.assert_array_equal(b["motion_history"].numpy(), c["motion_history"].numpy())
+    offset = (b["motion_history"] - a["motion_history"]).numpy()[:, -1]  # (B, 15)
+    kept = (c["target"] - a["target"]).numpy()  # (B, K, 15)
+    K = kept.shape[1]
+    for name, rate in (("yaw", 0.25), ("roll", 0.05)):
+        i = FIELD_INDEX[name]
+        expected = offset[:, i, None] * (1.0 - rate) ** np.arange(1, K + 1)[None]
+        np.testing.assert_allclose(kept[..., i], expected, rtol=1e-4, atol=1e-6)
+
+
 def test_an_offset_inside_the_datas_band_is_held_and_only_the_part_beyond_it_recovers():
     """`history_offset_hold_within_std` b: a drifted pose within the data mean +- b std is one the
     avatar may hold (the target keeps the offset); of a pose beyond it, only the part outside recovers."""
