@@ -138,6 +138,7 @@ DEFAULT_HISTORY_OFFSETS = dict(
 # pitch drifted in long sessions).
 STAGE2_SLOW_RECOVERY = (("roll", 0.03), ("mouthSmileLeft", 0.03), ("mouthSmileRight", 0.03))
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     avatar: AvatarConfig = field(default_factory=default_avatar_config)

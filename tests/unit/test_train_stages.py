@@ -227,6 +227,9 @@ def test_a_field_listed_with_its_own_recovery_rate_recovers_at_that_rate():
         i = FIELD_INDEX[name]
         expected = offset[:, i, None] * (1.0 - rate) ** np.arange(1, K + 1)[None]
         np.testing.assert_allclose(kept[..., i], expected, rtol=1e-4, atol=1e-6)
+    for wrong in ((("rol", 0.05),), (("roll", 1.5),)):
+        with pytest.raises(ValueError, match="history_offset_recovery_by_field"):
+            MotionSampler(bank, gen, dataclasses.replace(shared, history_offset_recovery_by_field=wrong))
 
 
 def test_an_offset_inside_the_datas_band_is_held_and_only_the_part_beyond_it_recovers():
