@@ -107,6 +107,12 @@ class MotionStageConfig:
     # side of guidance is the frozen stage-1 audio-only path itself.
     guest_dropout: float = 0.15
 
+    def __post_init__(self):
+        for name, rate in self.history_offset_recovery_by_field:
+            if name not in MOTION_FIELDS or not 0.0 <= rate <= 1.0:
+                raise ValueError(f"history_offset_recovery_by_field: ({name!r}, {rate}) needs a motion field "
+                                 f"({', '.join(MOTION_FIELDS)}) and a rate in [0, 1]")
+
 
 @dataclass(frozen=True)
 class RendererStageConfig:

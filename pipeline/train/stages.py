@@ -262,10 +262,7 @@ class MotionSampler:
         self.offset_scale = np.where(increments & offset_fields, config.history_offset_max * self.motion_std,
                                      0.0).astype(np.float32)
         self.offset_recovery = np.full(MOTION_DIM, config.history_offset_recovery)
-        for name, rate in config.history_offset_recovery_by_field:
-            if name not in FIELD_INDEX or not 0.0 <= rate <= 1.0:
-                raise ValueError(f"history_offset_recovery_by_field: ({name!r}, {rate}) needs a motion field "
-                                 f"({', '.join(MOTION_FIELDS)}) and a rate in [0, 1]")
+        for name, rate in config.history_offset_recovery_by_field:  # checked by MotionStageConfig
             self.offset_recovery[FIELD_INDEX[name]] = rate
         self.session_start = neutral_vector()
         if len(bank) == 0:
