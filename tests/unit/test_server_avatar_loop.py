@@ -176,6 +176,19 @@ def test_engine_errors_skip_frames_and_a_fatal_error_stops_the_loop():
     assert all(m["source"]["host_audio_pts"] is None for m in messages)
 
 
+def test_errors_shown_to_the_client_say_what_went_wrong():
+    """A stalled step reports the deadline it missed (a timeout's own text is empty); a retryable
+    engine error reports the engine's words."""
+    engine = FakeEngine(step_delay_s=0.25, fail_steps=[1])
+    loop, messages, received, errors, clock = asyncio.run(run_loop(engine, 0.9, timing=LoopTiming(step_timeout_s=0.1)))
+    assert loop.stats.skipped_engine >= 2, loop.stats
+    assert errors and all(not fatal for _, fatal in errors), errors
+    assert errors[0][0] == "engine step failed, frames skipped: no result within 0.10 s", errors
+    engine = FakeEngine(fail_steps=[2])
+    loop, messages, received, errors, clock = asyncio.run(run_loop(engine, 0.5))
+    assert errors == [("engine step failed, frames skipped: fake retryable error on step 2", False)], errors
+
+
 def test_lambda_video_reaches_the_engine_live_and_k_frames_per_step():
     spec = AvatarSpec(crop_size=32, guest_feature_dim=16, frame_size=64, frames_per_step=2)
     engine = FakeEngine(spec)
