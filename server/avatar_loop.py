@@ -191,9 +191,10 @@ class AvatarLoop:
             except (asyncio.TimeoutError, RetryableEngineError) as error:
                 self.stats.engine_errors += 1
                 self.metrics.engine_errors.labels(kind=type(error).__name__).inc()
-                # str() of a timeout is empty: say what ran out instead.
-                reason = (f"no result within {self.timing.step_timeout_s:.2f} s"
-                          if isinstance(error, asyncio.TimeoutError) else str(error) or type(error).__name__)
+                if isinstance(error, asyncio.TimeoutError):  # its str() is empty: say what ran out
+                    reason = f"no result within {self.timing.step_timeout_s:.2f} s"
+                else:
+                    reason = str(error) or type(error).__name__
                 self.on_error(f"engine step failed, frames skipped: {reason}", False)
                 self._skip(n, K, "engine")
                 continue
