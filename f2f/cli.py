@@ -60,6 +60,8 @@ def _add_synth(commands) -> None:
     parser.add_argument("--style", choices=["broadcast", "interview"], default="broadcast",
                         help="broadcast: a talk show as television cuts it (panels, close-ups, cutaways); "
                              "interview: one guest, mostly two-shots, a listening host (training footage)")
+    parser.add_argument("--workers", type=positive(int), default=1,
+                        help="episodes rendered in parallel processes (the files are the same for any count)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=_run_synth)
 
@@ -69,7 +71,7 @@ def _run_synth(args) -> int:
 
     config = SynthConfig(minutes=args.minutes, seed=args.seed, fps=args.fps, size=args.size, style=args.style)
     started = time.perf_counter()
-    files = generate_series(args.out, args.episodes, config, progress=not args.quiet)
+    files = generate_series(args.out, args.episodes, config, progress=not args.quiet, workers=args.workers)
     elapsed = time.perf_counter() - started
     content = args.episodes * args.minutes * 60.0
     for f in files:

@@ -43,11 +43,27 @@ json.dump(data, open(path, "w"))
 EOF
 }
 
-step synth "${f2f[@]}" synth --out "$work/raw" --episodes "$episodes" --minutes "$minutes" --seed "$seed" --style "$style" --quiet
+train_stages() {  # f2f train, with the renderer beside the motion stages (see below)
+    local train=("${f2f[@]}" train "$work/curated" --run-dir "$work/run" --workers "$workers" --quiet)
+    # The clip cache and the guest stage first (stage 1 and 2 read both).
+    "${train[@]}" --out "$work/avatar" --stages guest
+    # The renderer needs nothing of the motion stages, so it trains in a second process beside them, one
+    # torch thread each: with sleeping OpenMP workers one process gains nothing from a second thread
+    # (stage 1: 4.5 steps/s at one thread or two), so two processes keep both cores busy.
+    "${train[@]}" --out "$work/renderer_only" --stages renderer --stage2-candidates 1 --threads 1 &
+    local renderer=$!
+    "${train[@]}" --out "$work/avatar" --stages stage1,stage2 --threads 1 || { wait "$renderer"; return 1; }
+    wait "$renderer"
+    # Every stage resumes from its finished checkpoint: this call only selects stage 2 and writes the avatar.
+    "${train[@]}" --out "$work/avatar"
+}
+
+step synth "${f2f[@]}" synth --out "$work/raw" --episodes "$episodes" --minutes "$minutes" --seed "$seed" --style "$style" \
+    --workers "$workers" --quiet
 if [ ! -f "$work/curated/report.json" ]; then
     step curate "${f2f[@]}" curate "$work/raw" "$work/curated" --workers "$workers" --labels-from-ground-truth
 fi
-step train "${f2f[@]}" train "$work/curated" --out "$work/avatar" --run-dir "$work/run" --workers "$workers" --quiet
+step train train_stages
 step evaluate "${f2f[@]}" evaluate "$work/avatar" --out "$work/eval" --cache "$work/run/cache" --quiet
 
 # Install: the checkpoint, its reports, the plots, and a model card written from them.
@@ -58,9 +74,11 @@ cp "$work/eval/"*.png "$avatar_dir/eval/"
 rm -f "$avatar_dir/bootstrap_report.json"
 cat > "$work/commands.txt" <<EOF
 scripts/train_default_avatar.sh   # WORK=$work EPISODES=$episodes MINUTES=$minutes SEED=$seed STYLE=$style WORKERS=$workers
-# = f2f synth --out $work/raw --episodes $episodes --minutes $minutes --seed $seed --style $style
+# = f2f synth --out $work/raw --episodes $episodes --minutes $minutes --seed $seed --style $style --workers $workers
 #   f2f curate $work/raw $work/curated --workers $workers --labels-from-ground-truth
 #   f2f train $work/curated --out $work/avatar --run-dir $work/run --workers $workers
+#     (run as: --stages guest; then --stages renderer --threads 1 beside --stages stage1,stage2 --threads 1;
+#      then every stage resumed, which selects stage 2 and writes the avatar)
 #   f2f evaluate $work/avatar --out $work/eval --cache $work/run/cache
 EOF
 "$python" -m pipeline.evaluate.model_card "$avatar_dir" --timings "$timings" --commands "$work/commands.txt"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 
@@ -70,8 +71,11 @@ class FaceDetector:
             raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {image_bgr.shape} {image_bgr.dtype}")
         height, width = image_bgr.shape[:2]
         boxes: list[FaceBox] = []
+        # One colour conversion per frame, then row copies per tile: numpy's channel-reversed copy of
+        # each tile took ~5 ms of a 720p frame's ~30 ms detection.
+        rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         for x0, y0, size in tile_origins(width, height):
-            tile = np.ascontiguousarray(image_bgr[y0:y0 + size, x0:x0 + size, ::-1])
+            tile = np.ascontiguousarray(rgb[y0:y0 + size, x0:x0 + size])
             with self._lock:
                 result = self._model.process(tile)
             for detection in result.detections or []:

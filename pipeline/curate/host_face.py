@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 
@@ -36,7 +37,7 @@ class DlibFaceEmbedder:
         self._net = dlib.face_recognition_model_v1(models.face_recognition_model_location())
 
     def __call__(self, image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
-        rgb = np.ascontiguousarray(image_bgr[..., ::-1])
+        rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         shape = self._shape(rgb, self._dlib.rectangle(x0, y0, x1, y1))
         vector = np.array(self._net.compute_face_descriptor(rgb, shape), np.float32)

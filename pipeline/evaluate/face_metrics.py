@@ -40,7 +40,7 @@ def measure_mesh(frames_rgb: np.ndarray) -> MeshMeasurements:
                            np.full((n, len(LIP_LANDMARKS), 3), np.nan, np.float32), np.full((n, 4), np.nan))
     with FaceGeometryFeaturizer(max_faces=1, static_images=True) as featurizer:
         for i in range(n):
-            faces = featurizer(np.ascontiguousarray(frames_rgb[i][..., ::-1]))
+            faces = featurizer.measure_rgb(frames_rgb[i])
             if faces:
                 face = faces[0]
                 out.found[i] = True

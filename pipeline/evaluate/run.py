@@ -39,7 +39,7 @@ from pipeline.evaluate.face_metrics import IdentityEncoder, measure_mesh, mouth_
 from pipeline.evaluate.long_session import long_session
 from pipeline.evaluate.reactivity import RULE_NAMES, tlcc
 from pipeline.evaluate.rollouts import (ScoredSplit, clip_inputs, correlation, generate, jaw_correlation,
-                                        reactivity)
+                                        reactivity, rollout_threads)
 from pipeline.train.data import DataConfig, HostFraming
 
 EVAL_FILE = "eval.json"
@@ -132,13 +132,14 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
 
     # 1. Generation: every clip x scale x seed, from the same noise per seed.
     t0 = time.perf_counter()
-    inputs = clip_inputs(avatar, clips)
-    motions = generate(avatar, inputs, lambdas, config.seeds, quiet)  # [lambda][seed][clip]
-    timings["generate_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    stability = long_session(avatar.motion_generator, inputs, [c.host_motion[c.host_valid] for c in clips], default,
-                             config.seeds)
-    timings["long_session_s"] = time.perf_counter() - t0
+    with rollout_threads():
+        inputs = clip_inputs(avatar, clips)
+        motions = generate(avatar, inputs, lambdas, config.seeds, quiet)  # [lambda][seed][clip]
+        timings["generate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        stability = long_session(avatar.motion_generator, inputs, [c.host_motion[c.host_valid] for c in clips],
+                                 default, config.seeds)
+        timings["long_session_s"] = time.perf_counter() - t0
 
     # 2. Reactivity at every scale, and on the measured host motion (what the data itself shows).
     t0 = time.perf_counter()

@@ -8,8 +8,10 @@ interrupted run leaves no half-written episode and a rerun redoes only what is m
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -405,15 +407,34 @@ def ground_truth(plan: EpisodePlan, config: SynthConfig, shot_of_frame: list[int
     }
 
 
-def generate_series(out_dir: Path, episodes: int, config: SynthConfig, progress: bool = True) -> list[EpisodeFiles]:
-    """Generate episodes 0..N-1 into `out_dir`, skipping the ones a previous run completed."""
+def generate_series(out_dir: Path, episodes: int, config: SynthConfig, progress: bool = True,
+                    workers: int = 1) -> list[EpisodeFiles]:
+    """Generate episodes 0..N-1 into `out_dir`, skipping the ones a previous run completed.
+
+    Each episode is seeded by (config.seed, index) alone, so `workers` > 1 (episodes rendered in parallel
+    processes) writes the same files as one worker.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    generator: EpisodeGenerator | None = None
-    written = []
-    for index in tqdm(range(episodes), desc="episodes", unit="episode", disable=not progress):
-        files = episode_files(out_dir, index)
-        if not is_complete(files, config, index):
+    written = [episode_files(out_dir, index) for index in range(episodes)]
+    todo = [index for index in range(episodes) if not is_complete(written[index], config, index)]
+    bar = tqdm(total=episodes, initial=episodes - len(todo), desc="episodes", unit="episode", disable=not progress)
+    if workers <= 1 or len(todo) <= 1:
+        generator: EpisodeGenerator | None = None
+        for index in todo:
             generator = generator or EpisodeGenerator(config)
             generator.generate(out_dir, index, progress=progress)
-        written.append(files)
+            bar.update()
+    else:
+        # spawn, not fork: the parent may hold OpenCV / OpenMP threads that a forked child cannot use.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
+            for future in as_completed([pool.submit(_generate_episode, out_dir, index, config) for index in todo]):
+                future.result()  # re-raises a worker's error; finished episodes stay complete on disk
+                bar.update()
+    bar.close()
     return written
+
+
+def _generate_episode(out_dir: Path, index: int, config: SynthConfig) -> None:
+    """One episode in a worker process (no per-frame bar: the parent shows one per episode)."""
+    EpisodeGenerator(config).generate(out_dir, index, progress=False)

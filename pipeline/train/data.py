@@ -278,7 +278,7 @@ def guest_inputs(video_bgr: np.ndarray, meta: ClipMeta, crop_size: int) -> tuple
     if len(boxes) >= n:  # the curator recorded the mesh boxes: its motion is the same featurizer's
         for i in np.flatnonzero(usable):
             if boxes[i] is not None and track.motion[i] is not None:
-                rgb = np.ascontiguousarray(video_bgr[i, :, :, ::-1])
+                rgb = cv2.cvtColor(video_bgr[i], cv2.COLOR_BGR2RGB)
                 crops[i] = np.round(crop_face(rgb, tuple(boxes[i]), crop_size) * 255.0).astype(np.uint8)
                 geometry[i] = track.motion[i]
                 visible[i] = True
@@ -296,7 +296,7 @@ def guest_inputs(video_bgr: np.ndarray, meta: ClipMeta, crop_size: int) -> tuple
             best = max(faces, key=lambda f: f.box[2] * f.box[3])
             if best.box[2] <= 1 or best.box[3] <= 1:
                 continue
-            rgb = np.ascontiguousarray(video_bgr[i, :, :, ::-1])
+            rgb = cv2.cvtColor(video_bgr[i], cv2.COLOR_BGR2RGB)
             crops[i] = np.round(crop_face(rgb, best.box, crop_size) * 255.0).astype(np.uint8)
             geometry[i] = best.motion
             visible[i] = True

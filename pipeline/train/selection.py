@@ -17,7 +17,8 @@ from pathlib import Path
 
 from f2f.avatar_spec import AvatarSpec
 from models.avatar import Avatar
-from pipeline.evaluate.rollouts import ScoredSplit, clip_inputs, generate, jaw_correlation, reactivity
+from pipeline.evaluate.rollouts import (ScoredSplit, clip_inputs, generate, jaw_correlation, reactivity,
+                                        rollout_threads)
 from pipeline.train.data import DataConfig
 
 
@@ -55,8 +56,9 @@ class Stage2Selector:
     def score(self, avatar: Avatar, seed: int) -> CandidateScore:
         """Reaction F1 of `avatar` on the split (a CPU copy generates, so training's device is untouched)."""
         scoring = copy.deepcopy(avatar).cpu().eval()
-        inputs = clip_inputs(scoring, self.split.clips)
-        tracks = generate(scoring, inputs, [self.lambda_video], self.noise_seeds)[self.lambda_video]
+        with rollout_threads():
+            inputs = clip_inputs(scoring, self.split.clips)
+            tracks = generate(scoring, inputs, [self.lambda_video], self.noise_seeds)[self.lambda_video]
         reactions = reactivity(tracks, self.split)
         return CandidateScore(seed=seed, reaction_f1=reactions["f1"], reaction_precision=reactions["precision"],
                               reaction_recall=reactions["recall"],

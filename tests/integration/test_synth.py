@@ -161,9 +161,12 @@ def test_featurizer_matches_ground_truth_on_episode_closeups(episode_720, report
 
 def test_ground_truth_is_byte_identical_for_a_seed(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
-    for out in (first, second):
-        synth(out, "--episodes", "1", "--minutes", "0.5", "--seed", "3", "--size", "640x360")
+    synth(first, "--episodes", "1", "--minutes", "0.5", "--seed", "3", "--size", "640x360")
+    # Two worker processes: every episode is seeded by (seed, index) alone, so the files are the same.
+    synth(second, "--episodes", "2", "--minutes", "0.5", "--seed", "3", "--size", "640x360", "--workers", "2")
     assert (first / "episode_000.json").read_bytes() == (second / "episode_000.json").read_bytes()
+    assert (second / "episode_001.json").read_bytes() != (second / "episode_000.json").read_bytes()
+    assert (second / "episode_001.mp4").stat().st_size > 0
     other = tmp_path / "c"
     synth(other, "--episodes", "1", "--minutes", "0.5", "--seed", "4", "--size", "640x360")
     assert (other / "episode_000.json").read_bytes() != (first / "episode_000.json").read_bytes()
