@@ -43,18 +43,26 @@ json.dump(data, open(path, "w"))
 EOF
 }
 
-train_stages() {  # f2f train, with the renderer beside the motion stages (see below)
+train_stages() {  # f2f train, its stages spread over two processes (one torch thread each)
     local train=("${f2f[@]}" train "$work/curated" --run-dir "$work/run" --workers "$workers" --quiet)
-    # The clip cache and the guest stage first (stage 1 and 2 read both).
-    "${train[@]}" --out "$work/avatar" --stages guest
-    # The renderer needs nothing of the motion stages, so it trains in a second process beside them, one
-    # torch thread each: with sleeping OpenMP workers one process gains nothing from a second thread
-    # (stage 1: 4.5 steps/s at one thread or two), so two processes keep both cores busy.
-    "${train[@]}" --out "$work/renderer_only" --stages renderer --stage2-candidates 1 --threads 1 &
+    local parts="$work/parts"  # each call writes an avatar; only the last one's is kept
+    # The clip cache and the guest stage first (everything else reads both).
+    "${train[@]}" --out "$parts/guest" --stages guest --stage2-candidates 1
+    # With sleeping OpenMP workers one process gains nothing from a second thread (stage 1: 4.5 steps/s
+    # at one thread or two), so two processes keep both cores busy: the renderer (it needs nothing of
+    # the motion stages) beside stage 1, then the two stage-2 candidates side by side.
+    "${train[@]}" --out "$parts/renderer" --stages renderer --stage2-candidates 1 --threads 1 &
     local renderer=$!
-    "${train[@]}" --out "$work/avatar" --stages stage1,stage2 --threads 1 || { wait "$renderer"; return 1; }
-    wait "$renderer"
-    # Every stage resumes from its finished checkpoint: this call only selects stage 2 and writes the avatar.
+    "${train[@]}" --out "$parts/stage1" --stages stage1 --stage2-candidates 1 --threads 1 \
+        || { wait "$renderer"; return 1; }
+    "${train[@]}" --out "$parts/stage2_second" --stages stage2 --stage2-candidate 1 --threads 1 &
+    local second=$!
+    local failed=0
+    "${train[@]}" --out "$parts/stage2_first" --stages stage2 --stage2-candidate 0 --threads 1 || failed=1
+    wait "$second" || failed=1
+    wait "$renderer" || failed=1
+    [ "$failed" = 0 ] || return 1
+    # Every stage resumes from its finished checkpoint: this call selects stage 2 and writes the avatar.
     "${train[@]}" --out "$work/avatar"
 }
 
@@ -77,8 +85,8 @@ scripts/train_default_avatar.sh   # WORK=$work EPISODES=$episodes MINUTES=$minut
 # = f2f synth --out $work/raw --episodes $episodes --minutes $minutes --seed $seed --style $style --workers $workers
 #   f2f curate $work/raw $work/curated --workers $workers --labels-from-ground-truth
 #   f2f train $work/curated --out $work/avatar --run-dir $work/run --workers $workers
-#     (run as: --stages guest; then --stages renderer --threads 1 beside --stages stage1,stage2 --threads 1;
-#      then every stage resumed, which selects stage 2 and writes the avatar)
+#     (run as: --stages guest; --stages renderer beside --stages stage1; the two stage-2 candidates side by
+#      side (--stage2-candidate 0 / 1); then every stage resumed, which selects stage 2 and writes the avatar)
 #   f2f evaluate $work/avatar --out $work/eval --cache $work/run/cache
 EOF
 "$python" -m pipeline.evaluate.model_card "$avatar_dir" --timings "$timings" --commands "$work/commands.txt"

@@ -109,10 +109,15 @@ def wait_for_dataset(dataset: Path, timeout_s: float, poll_s: float = 30.0) -> N
 
 
 def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: tuple[str, ...] = STAGES,
-          workers: int = 1, quiet: bool = False, cache: Path | None = None) -> dict:
+          workers: int = 1, quiet: bool = False, cache: Path | None = None,
+          stage2_candidate: int | None = None) -> dict:
     """Train every stage (resuming), write the avatar to `out`. -> the training report.
-    `cache`: where prepared clips are kept (default RUN/cache)."""
+    `cache`: where prepared clips are kept (default RUN/cache). `stage2_candidate` i: of the stage-2
+    candidates only the i-th (0-based), without selection, so candidates can train in parallel processes;
+    a later call with every candidate resumes them all and selects."""
     started = time.perf_counter()
+    if stage2_candidate is not None and not 0 <= stage2_candidate < config.stage2_candidates:
+        raise ValueError(f"stage-2 candidate {stage2_candidate} of {config.stage2_candidates} (0-based)")
     dist = DistContext.from_env()
     torch.set_num_threads(config.threads)
     dataset, run_dir = Path(dataset), Path(run_dir)
@@ -181,6 +186,11 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
     loop = stage_loop("stage1", stage1, stage1, config.stage1.loop, stage1_fp)
     if "stage1" in stages:
         loop.run(MotionSampler(bank, generator, config.stage1, None, dist.world))
+    if "stage2" in stages and loop.step < config.stage1.loop.steps:
+        # Stage 2 freezes stage 1: on a partial one (another process still training it) it would learn
+        # the wrong audio path under the same fingerprint.
+        raise RuntimeError(f"stage 2 needs a finished stage 1: {run_dir / 'stage1'} is at step {loop.step} of "
+                           f"{config.stage1.loop.steps}; train stage 1 first")
     stage1.load_state_dict(loop.ema_state())
     report["losses"]["stage1"] = loop.summary()
     _trainable(avatar, False)
@@ -197,20 +207,22 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
     branch_start = [copy.deepcopy(m.state_dict()) for m in branch]
     stage2 = MotionObjective(generator, encoder, config.stage2.mouth_weight, config.stage2.reaction_weight)
     seeds = config.stage2_seeds()
+    # The first run keeps the single-run directory, so a one-candidate configuration resumes it.
+    names = ["stage2" if index == 0 else f"stage2_seed{seed}" for index, seed in enumerate(seeds)]
+    if stage2_candidate is not None:
+        seeds, names = seeds[stage2_candidate:stage2_candidate + 1], names[stage2_candidate:stage2_candidate + 1]
     selector = None
     if len(seeds) > 1:
         selector = Stage2Selector.load(dataset, cache, spec, data_config, config.selection_split,
                                        config.default_lambda_video, config.selection_noise_seeds, quiet)
         seeds = seeds if selector is not None else seeds[:1]
     candidates = []  # (score or None, EMA state, loop summary)
-    for index, seed in enumerate(seeds):
+    for seed, name in zip(seeds, names):
         for module, state in zip(branch, branch_start):
             module.load_state_dict(state)
             _trainable(module, True)
         stage_config = dataclasses.replace(config.stage2, loop=dataclasses.replace(config.stage2.loop, seed=seed))
         stage2_fp = _fingerprint("stage2", stage1_fp, guest_fp, asdict(stage_config), video_branch)
-        # The first run keeps the single-run directory, so a one-candidate configuration resumes it.
-        name = "stage2" if index == 0 else f"stage2_seed{seed}"
         loop = stage_loop(name, stage2, stage2, stage_config.loop, stage2_fp)
         if "stage2" in stages:
             loop.run(MotionSampler(bank, generator, stage_config, table, dist.world))
@@ -309,6 +321,9 @@ def add_train_parser(commands) -> None:
     parser.add_argument("--stage2-candidates", type=int, default=None, metavar="N",
                         help="train stage 2 N times (seeds) and keep the run reacting best on the val split "
                              "(the default avatar's recipe: see pipeline/train/config.py)")
+    parser.add_argument("--stage2-candidate", type=int, default=None, metavar="I",
+                        help="train only the I-th stage-2 candidate (0-based), without selecting: candidates "
+                             "in parallel processes; a later call with all of them resumes them and selects")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
     parser.add_argument("--workers", type=int, default=1, help="processes preparing the data")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -337,7 +352,8 @@ def _run_train(args) -> int:
         wait_for_dataset(args.dataset, args.wait)
     config = config_from_args(args)
     run_dir = args.run_dir or Path("build/train_runs") / args.out.name
-    report = train(args.dataset, args.out, run_dir, config, stages, args.workers, args.quiet, args.cache)
+    report = train(args.dataset, args.out, run_dir, config, stages, args.workers, args.quiet, args.cache,
+                   args.stage2_candidate)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: report[k] for k in ("data", "losses", "timings_s", "parameters")}, indent=2))
         print(f"avatar: {args.out}", file=sys.stderr)

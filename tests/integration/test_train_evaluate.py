@@ -70,6 +70,19 @@ def test_train_writes_a_loadable_avatar_with_its_run(trained, dataset):
         assert (stage1[f"ema.generator.audio_encoder.{key}"] == value).all(), key
 
 
+def test_stage2_needs_a_finished_stage1_and_trains_one_candidate_per_call(dataset, tmp_path):
+    """The default avatar's script trains stage-2 candidates in parallel processes (--stage2-candidate)."""
+    run = tmp_path / "run"
+    args = ["train", str(dataset), "--run-dir", str(run), "--tiny", "--threads", "1", "--quiet"]
+    assert f2f_main([*args, "--out", str(tmp_path / "guest"), "--stages", "guest"]) == 0
+    with pytest.raises(RuntimeError, match="needs a finished stage 1"):
+        f2f_main([*args, "--out", str(tmp_path / "early"), "--stages", "stage2"])
+    with pytest.raises(ValueError, match="candidate 1 of 1"):
+        f2f_main([*args, "--out", str(tmp_path / "none"), "--stages", "stage1,stage2", "--stage2-candidate", "1"])
+    assert f2f_main([*args, "--out", str(tmp_path / "one"), "--stages", "stage1,stage2", "--stage2-candidate", "0"]) == 0
+    assert json.loads((run / "stage2" / "progress.json").read_text())["steps"] > 0
+
+
 def test_a_rerun_resumes_without_retraining(trained, dataset, tmp_path):
     out, run = trained
     again = tmp_path / "again"
