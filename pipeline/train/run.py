@@ -35,7 +35,7 @@ from pipeline.train.config import TrainConfig, tiny_train_config, with_steps
 from pipeline.train.data import dataset_key, dataset_summary, load_dataset
 from pipeline.train.flow_matching import parameter_count
 from pipeline.train.loop import DistContext, TrainLoop
-from pipeline.train.selection import CandidateScore, Stage2Selector, best_candidate
+from pipeline.train.selection import Stage2Selector, best_candidate
 from pipeline.train.stages import (GuestAppearanceObjective, GuestSampler, GuestTable, MotionObjective,
                                    MotionSampler, RendererObjective, RendererSampler, appearance_table,
                                    set_normalisers, weight_map)
@@ -81,21 +81,6 @@ def _cached_appearance(path: Path, encoder, table: GuestTable, write: bool = Tru
     np.save(tmp, features)
     os.replace(tmp, path)
     return features
-
-
-def _selection_score(selector: Stage2Selector, avatar, seed: int, path: Path, key: str, write: bool):
-    """The candidate's score on the selection split, kept beside its checkpoint under `key` (its weights
-    and the selection settings): a resumed training that trains nothing new does not generate the split
-    again (the default avatar's script resumes every stage in a last call that writes the avatar)."""
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.get("key") == key:
-            return CandidateScore(**stored["score"])
-    score = selector.score(avatar, seed)
-    if write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(path, {"key": key, "score": score.to_dict()})
-    return score
 
 
 def wait_for_dataset(dataset: Path, timeout_s: float, poll_s: float = 30.0) -> None:
@@ -233,7 +218,7 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
         if selector is not None:
             key = _digest(stage2_fp, loop.step, config.selection_split, config.default_lambda_video,
                           config.selection_noise_seeds)
-            score = _selection_score(selector, avatar, seed, run_dir / name / "selection.json", key, dist.main)
+            score = selector.score_kept(avatar, seed, run_dir / name / "selection.json", key, dist.main)
         if score is not None and dist.main:
             print(f"stage 2 seed {seed}: reaction F1 {score.reaction_f1:.3f} on {config.selection_split} "
                   f"(jaw corr {score.jaw_corr_motion:.3f})", file=sys.stderr)

@@ -11,12 +11,14 @@ ground truth: then there is nothing to select on and only the first run trains.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from f2f.avatar_spec import AvatarSpec
 from models.avatar import Avatar
+from pipeline.curate.work import atomic_write_json
 from pipeline.evaluate.rollouts import (ScoredSplit, clip_inputs, generate, jaw_correlation, reactivity,
                                         rollout_threads)
 from pipeline.train.data import DataConfig
@@ -64,6 +66,20 @@ class Stage2Selector:
                               reaction_recall=reactions["recall"],
                               jaw_corr_motion=round(jaw_correlation(tracks, self.split), 4),
                               per_rule_f1={rule: v["f1"] for rule, v in reactions["per_rule"].items()})
+
+    def score_kept(self, avatar: Avatar, seed: int, path: Path, key: str, write: bool = True) -> CandidateScore:
+        """`score`, kept in `path` under `key` (the candidate's weights and the selection settings): a resumed
+        training that trains nothing new does not generate the split again (the default avatar's script
+        resumes every stage in a last call that writes the avatar)."""
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("key") == key:
+                return CandidateScore(**stored["score"])
+        score = self.score(avatar, seed)
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, {"key": key, "score": score.to_dict()})
+        return score
 
 
 def best_candidate(scores: list[CandidateScore]) -> int:

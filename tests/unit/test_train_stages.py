@@ -314,20 +314,22 @@ def test_stage2_selection_refuses_a_split_it_trains_on_and_keeps_the_best_reacti
 
 def test_a_candidates_selection_score_is_kept_for_its_weights_and_settings(tmp_path):
     """A resumed training that trains nothing new reads the score instead of generating the split again."""
-    from pipeline.train.run import _selection_score
-    from pipeline.train.selection import CandidateScore
+    from pipeline.train.selection import CandidateScore, Stage2Selector
 
-    class CountingSelector:
+    class CountingSelector(Stage2Selector):
         calls = 0
+
+        def __init__(self):
+            pass  # no split: `score` below stands in for generating it
 
         def score(self, avatar, seed):
             self.calls += 1
             return CandidateScore(seed, 0.25 * self.calls, 0.5, 0.5, 0.9, {"smile_back": 0.3})
 
     selector, path = CountingSelector(), tmp_path / "stage2" / "selection.json"
-    first = _selection_score(selector, None, 17, path, "weights-a", write=True)
+    first = selector.score_kept(None, 17, path, "weights-a")
     assert selector.calls == 1 and path.is_file()
-    assert _selection_score(selector, None, 17, path, "weights-a", write=True) == first
+    assert selector.score_kept(None, 17, path, "weights-a") == first
     assert selector.calls == 1
-    changed = _selection_score(selector, None, 17, path, "weights-b", write=True)  # retrained or other settings
+    changed = selector.score_kept(None, 17, path, "weights-b")  # retrained or other settings
     assert selector.calls == 2 and changed.reaction_f1 == 0.5
