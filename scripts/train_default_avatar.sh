@@ -72,7 +72,7 @@ if [ ! -f "$work/curated/report.json" ]; then
     step curate "${f2f[@]}" curate "$work/raw" "$work/curated" --workers "$workers" --labels-from-ground-truth
 fi
 step train train_stages
-step evaluate "${f2f[@]}" evaluate "$work/avatar" --out "$work/eval" --cache "$work/run/cache" --quiet
+step evaluate "${f2f[@]}" evaluate "$work/avatar" --out "$work/eval" --cache "$work/run/cache" --workers "$workers" --quiet
 
 # Install: the checkpoint, its reports, the plots, and a model card written from them.
 mkdir -p "$avatar_dir/eval"
@@ -87,7 +87,7 @@ scripts/train_default_avatar.sh   # WORK=$work EPISODES=$episodes MINUTES=$minut
 #   f2f train $work/curated --out $work/avatar --run-dir $work/run --workers $workers
 #     (run as: --stages guest; --stages renderer beside --stages stage1; the two stage-2 candidates side by
 #      side (--stage2-candidate 0 / 1); then every stage resumed, which selects stage 2 and writes the avatar)
-#   f2f evaluate $work/avatar --out $work/eval --cache $work/run/cache
+#   f2f evaluate $work/avatar --out $work/eval --cache $work/run/cache --workers $workers
 EOF
 "$python" -m pipeline.evaluate.model_card "$avatar_dir" --timings "$timings" --commands "$work/commands.txt"
 echo "avatar written to $avatar_dir (figures in $avatar_dir/model_card.md)" >&2

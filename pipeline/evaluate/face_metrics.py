@@ -87,7 +87,9 @@ class IdentityEncoder:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Mean PSNR (dB) over frames of two (N, H, W, 3) uint8 arrays."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=(1, 2, 3))
+    mse = np.concatenate([  # in chunks of frames: a whole clip in float64 is gigabytes, and slow to touch
+        np.mean((a[i:i + 32].astype(np.float64) - b[i:i + 32].astype(np.float64)) ** 2, axis=(1, 2, 3))
+        for i in range(0, len(a), 32)]) if len(a) else np.zeros(0)
     return float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
 
 

@@ -80,17 +80,21 @@ def clip_inputs(avatar: Avatar, clips: list[Clip]) -> list[ClipInputs]:
 def generate(avatar: Avatar, inputs: list[ClipInputs], lambdas: list[float], seeds: int,
              quiet: bool = True) -> Motions:
     """Every clip at every scale for noise seeds 0..seeds-1, the same noise for every scale."""
-    spec = avatar.spec
-    longest = max(x.num_frames for x in inputs)
     motions: Motions = {lam: [] for lam in lambdas}
     for seed in tqdm(range(seeds), desc="generate", unit="seed", disable=quiet):
-        noise = rollout_noise(len(inputs), longest, spec, seed)
-        batch_inputs = [x for _ in lambdas for x in inputs]
-        scales = [lam for lam in lambdas for _ in inputs]
-        result = rollout(avatar.motion_generator, batch_inputs, scales, np.concatenate([noise] * len(lambdas)))
-        for j, lam in enumerate(lambdas):
-            motions[lam].append(result[j * len(inputs):(j + 1) * len(inputs)])
+        for lam, tracks in zip(lambdas, generate_seed(avatar, inputs, lambdas, seed)):
+            motions[lam].append(tracks)
     return motions
+
+
+def generate_seed(avatar: Avatar, inputs: list[ClipInputs], lambdas: list[float], seed: int) -> list[list[np.ndarray]]:
+    """Every clip at every scale from noise seed `seed` (one batch of scales x clips): [lambda][clip] (N, 15)."""
+    longest = max(x.num_frames for x in inputs)
+    noise = rollout_noise(len(inputs), longest, avatar.spec, seed)
+    batch_inputs = [x for _ in lambdas for x in inputs]
+    scales = [lam for lam in lambdas for _ in inputs]
+    result = rollout(avatar.motion_generator, batch_inputs, scales, np.concatenate([noise] * len(lambdas)))
+    return [result[j * len(inputs):(j + 1) * len(inputs)] for j in range(len(lambdas))]
 
 
 def reactivity(tracks: list[list[np.ndarray]], split: ScoredSplit) -> dict:

@@ -30,16 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from f2f.motion import FIELD_INDEX
 from models.avatar import Avatar, load_avatar
 from pipeline.evaluate import plots
-from pipeline.evaluate.face_metrics import IdentityEncoder, measure_mesh, mouth_landmark_distance, psnr, ssim
-from pipeline.evaluate.long_session import long_session
 from pipeline.evaluate.reactivity import RULE_NAMES, tlcc
-from pipeline.evaluate.rollouts import (ScoredSplit, clip_inputs, correlation, generate, jaw_correlation,
-                                        reactivity, rollout_threads)
+from pipeline.evaluate.rendered import JAW, ClipFrameFigures, ClipFrames
+from pipeline.evaluate.rollouts import ScoredSplit, clip_inputs, correlation, jaw_correlation, reactivity, rollout_threads
+from pipeline.evaluate.workers import (EvaluationWorkers, generate_seed_task, long_session_task, measure_clip_task,
+                                       rendered_jaw_task)
 from pipeline.train.data import DataConfig, HostFraming
 
 EVAL_FILE = "eval.json"
@@ -57,7 +55,9 @@ class EvalConfig:
     latency_calls: int = 200  # 0: skip the per-frame compute measurement
     split: str = "test"
     max_clips: int | None = None
-    threads: int = 2
+    threads: int = 2  # torch threads of this process (the guest features)
+    # Processes that generate and measure (each one torch thread); the figures do not depend on it.
+    workers: int = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,16 +72,6 @@ def data_config_of(avatar: Avatar) -> DataConfig:
     framing = HostFraming(**(stored.pop("framing", None) or notes.get("framing") or {}))
     known = {f.name for f in dataclasses.fields(DataConfig)} - {"framing"}
     return DataConfig(framing=framing, **{k: v for k, v in stored.items() if k in known})
-
-
-@torch.no_grad()
-def render(avatar: Avatar, motion: np.ndarray, chunk: int = 16) -> np.ndarray:
-    """(N, 15) -> (N, F, F, 3) uint8 RGB, one frame per renderer call row (K = 1 rows)."""
-    out = []
-    for i in range(0, len(motion), chunk):
-        frames = avatar.renderer(torch.from_numpy(motion[i:i + chunk].astype(np.float32))[:, None])[:, 0]
-        out.append((frames.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    return np.concatenate(out)
 
 
 def offset_curve(measured: list[np.ndarray], truth: list[np.ndarray]) -> np.ndarray:
@@ -130,18 +120,37 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
     lambdas = sorted(set(config.lambdas) | {0.0, default})
     timings: dict[str, float] = {}
 
-    # 1. Generation: every clip x scale x seed, from the same noise per seed.
-    t0 = time.perf_counter()
-    with rollout_threads():
-        inputs = clip_inputs(avatar, clips)
-        motions = generate(avatar, inputs, lambdas, config.seeds, quiet)  # [lambda][seed][clip]
-        timings["generate_s"] = time.perf_counter() - t0
+    with EvaluationWorkers(Path(checkpoint), config.workers, avatar) as workers:
+        # 1. Generation: every clip x scale x seed, from the same noise per seed; and the long session.
         t0 = time.perf_counter()
-        stability = long_session(avatar.motion_generator, inputs, [c.host_motion[c.host_valid] for c in clips],
-                                 default, config.seeds)
-        timings["long_session_s"] = time.perf_counter() - t0
+        with rollout_threads():
+            inputs = clip_inputs(avatar, clips)
+        host_motion = [c.host_motion[c.host_valid] for c in clips]
+        generated = workers.run([(generate_seed_task, (inputs, lambdas, seed)) for seed in range(config.seeds)]
+                                + [(long_session_task, (inputs, host_motion, default, config.seeds))],
+                                "generate", quiet)
+        motions = {lam: [per_seed[j] for per_seed in generated[:-1]] for j, lam in enumerate(lambdas)}  # [lambda][seed][clip]
+        stability = generated[-1]
+        timings["generate_s"] = time.perf_counter() - t0
 
-    # 2. Reactivity at every scale, and on the measured host motion (what the data itself shows).
+        # 2. Rendered frames: the default scale's clips (face mesh, lip-sync, identity, image metrics), and
+        # for the sweep's lip-sync column a subset of clips at every scale (seed 0).
+        t0 = time.perf_counter()
+        with_real = [i for i, c in enumerate(clips) if c.host_render_ok.any()]
+        clip_frames = [ClipFrames(motion=motions[default][0][i], real_index=np.flatnonzero(c.host_render_ok),
+                                  real_motion=c.host_motion[c.host_render_ok], real_frames=_frames_source(c),
+                                  identity_stride=config.identity_stride, keep_example=i in with_real[:6])
+                       for i, c in enumerate(clips)]
+        subset = list(range(min(config.sweep_render_clips, len(clips))))
+        measured = workers.run([(measure_clip_task, (f,)) for f in clip_frames]
+                               + [(rendered_jaw_task, (motions[lam][0][i],)) for lam in lambdas for i in subset],
+                               "render", quiet)
+        per_clip: list[ClipFrameFigures] = measured[:len(clips)]
+        sweep_jaw = {lam: measured[len(clips) + k * len(subset):len(clips) + (k + 1) * len(subset)]
+                     for k, lam in enumerate(lambdas)}
+        timings["render_s"] = time.perf_counter() - t0
+
+    # 3. Reactivity at every scale, and on the measured host motion (what the data itself shows).
     t0 = time.perf_counter()
     reactions = {lam: reactivity(motions[lam], scored) for lam in lambdas}
     measured_host = reactivity([[c.host_motion for c in clips]], scored)
@@ -152,71 +161,29 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
                     "ground_truth": tlcc([t.host_motion for t in truths], cues, truths)}
     timings["reactivity_s"] = time.perf_counter() - t0
 
-    # 3. Rendered frames of the default scale: face mesh, lip-sync, identity, image metrics.
-    t0 = time.perf_counter()
-    jaw = FIELD_INDEX["jawOpen"]
-    identity = IdentityEncoder()
-    found, measured_jaw, truth_jaw, lmd, lmd_recon = [], [], [], [], []
-    rendered_ids, reference_ids = [], []
-    image_pairs = {"generated": [], "reconstruction": []}
-    examples = []
-    for c, truth, motion in tqdm(list(zip(clips, truths, motions[default][0])), desc="render", unit="clip",
-                                 disable=quiet):
-        frames = render(avatar, motion)
-        mesh = measure_mesh(frames)
-        found.append(mesh.found)
-        measured_jaw.append(np.where(mesh.found, mesh.motion[:, jaw], np.nan))
-        truth_jaw.append(truth.host_motion[:, jaw])
-        real_ok = np.flatnonzero(c.host_render_ok)
-        if len(real_ok):
-            real = np.asarray(c.host_frames[real_ok])
-            real_mesh = measure_mesh(real)
-            sub = dataclasses.replace(mesh, found=mesh.found[real_ok], motion=mesh.motion[real_ok],
-                                      lips=mesh.lips[real_ok], boxes=mesh.boxes[real_ok])
-            lmd.append((mouth_landmark_distance(sub, real_mesh), int((sub.found & real_mesh.found).sum())))
-            recon = render(avatar, c.host_motion[real_ok])
-            recon_mesh = measure_mesh(recon)
-            lmd_recon.append((mouth_landmark_distance(recon_mesh, real_mesh), int((recon_mesh.found & real_mesh.found).sum())))
-            image_pairs["generated"].append((frames[real_ok], real))
-            image_pairs["reconstruction"].append((recon, real))
-            stride = slice(None, None, config.identity_stride)
-            reference_ids.append(identity.encode(real[stride], real_mesh.boxes[stride]))
-            if len(examples) < 6:
-                examples.append((real[len(real) // 2], frames[real_ok[len(real) // 2]], recon[len(real) // 2]))
-        stride = slice(None, None, config.identity_stride)
-        rendered_ids.append(identity.encode(frames[stride], mesh.boxes[stride]))
-    timings["render_s"] = time.perf_counter() - t0
-
+    truth_jaw = [t.host_motion[:, JAW] for t in truths]
+    measured_jaw = [f.jaw for f in per_clip]
+    found = [f.found for f in per_clip]
+    examples = [f.example for f in per_clip if f.example is not None]
     lip = lipsync(measured_jaw, truth_jaw)
-    reference = np.concatenate(reference_ids) if reference_ids else np.zeros((0, 128))
-    rendered = np.concatenate(rendered_ids) if rendered_ids else np.zeros((0, 128))
+    reference = np.concatenate([f.reference_ids for f in per_clip])
+    rendered = np.concatenate([f.rendered_ids for f in per_clip])
     centre = reference.mean(axis=0) if len(reference) else None
     identity_distance = float(np.linalg.norm(rendered - centre, axis=1).mean()) if centre is not None and len(rendered) else None
     reference_spread = float(np.linalg.norm(reference - centre, axis=1).mean()) if centre is not None else None
-
-    def pooled(pairs, metric):
-        if not pairs:
-            return None
-        weights = [len(a) for a, _ in pairs]
-        return float(np.average([metric(a, b) for a, b in pairs], weights=weights))
 
     def weighted(items):
         items = [(v, n) for v, n in items if v is not None and n]
         return float(np.average([v for v, _ in items], weights=[n for _, n in items])) if items else None
 
-    # 4. The sweep's lip-sync column: a subset of clips rendered at every scale (seed 0).
-    t0 = time.perf_counter()
-    subset = list(range(min(config.sweep_render_clips, len(clips))))
+    def over_real_frames(name: str) -> float | None:  # a per-clip image figure, weighted by the clip's real frames
+        return weighted([(getattr(f, name), f.real_frames) for f in per_clip])
+
     sweep = []
-    for lam in tqdm(lambdas, desc="sweep", unit="scale", disable=quiet):
-        m_jaw, t_jaw = [], []
-        for i in subset:
-            mesh = measure_mesh(render(avatar, motions[lam][0][i]))
-            m_jaw.append(np.where(mesh.found, mesh.motion[:, jaw], np.nan))
-            t_jaw.append(truths[i].host_motion[:, jaw])
-        lip_lam = lipsync(m_jaw, t_jaw)
-        generated = [m for seed in motions[lam] for m in seed]
-        head = np.mean([np.abs(np.diff(m[:, :3], axis=0)).mean() for m in generated])
+    for lam in lambdas:
+        lip_lam = lipsync(sweep_jaw[lam], [truth_jaw[i] for i in subset])
+        generated_tracks = [m for seed in motions[lam] for m in seed]
+        head = np.mean([np.abs(np.diff(m[:, :3], axis=0)).mean() for m in generated_tracks])
         r = reactions[lam]
         sweep.append({
             "lambda_video": lam, "reaction_f1": r["f1"], "reaction_precision": r["precision"],
@@ -225,7 +192,6 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
             "jaw_corr_motion": round(jaw_correlation(motions[lam], scored), 4),
             "head_rotation_deg_per_frame": round(float(head), 4),
         })
-    timings["sweep_s"] = time.perf_counter() - t0
 
     # 5. Per-frame compute.
     latency = None
@@ -245,8 +211,9 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
         "lipsync_corr": lip["corr"], "lipsync_offset_frames": lip["offset_frames"],
         "lipsync_corr_at_zero_offset": lip["corr_at_zero"], "lipsync_offset_curve": dict(zip(LIPSYNC_OFFSETS.tolist(), lip["curve"])),
         "jaw_corr_motion": next(s["jaw_corr_motion"] for s in sweep if s["lambda_video"] == default),
-        "mouth_landmark_distance": _round(weighted(lmd)),
-        "mouth_landmark_distance_reconstruction": _round(weighted(lmd_recon)),
+        "mouth_landmark_distance": _round(weighted([f.mouth_distance for f in per_clip if f.mouth_distance])),
+        "mouth_landmark_distance_reconstruction": _round(weighted([f.mouth_distance_reconstruction for f in per_clip
+                                                                    if f.mouth_distance_reconstruction])),
         "reaction_f1": reactions[default]["f1"], "reaction_precision": reactions[default]["precision"],
         "reaction_recall": reactions[default]["recall"],
         "reaction_f1_audio_only": reactions[0.0]["f1"], "reaction_precision_audio_only": reactions[0.0]["precision"],
@@ -259,9 +226,9 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
         "identity_distance": _round(identity_distance), "identity_distance_reference_spread": _round(reference_spread),
         "identity_frames": {"rendered": int(len(rendered)), "reference": int(len(reference))},
         "face_detect_rate": round(float(found_all.mean()), 4),
-        "psnr": _round(pooled(image_pairs["generated"], psnr), 2), "ssim": _round(pooled(image_pairs["generated"], ssim)),
-        "psnr_reconstruction": _round(pooled(image_pairs["reconstruction"], psnr), 2),
-        "ssim_reconstruction": _round(pooled(image_pairs["reconstruction"], ssim)),
+        "psnr": _round(over_real_frames("psnr"), 2), "ssim": _round(over_real_frames("ssim")),
+        "psnr_reconstruction": _round(over_real_frames("psnr_reconstruction"), 2),
+        "ssim_reconstruction": _round(over_real_frames("ssim_reconstruction")),
         "cfg_sweep": sweep,
         "long_session": stability,
         "latency_ms": latency,
@@ -277,6 +244,15 @@ def evaluate(checkpoint: Path, out: Path, dataset: Path | None = None, config: E
     tmp.write_text(json.dumps(result, indent=2, default=float, allow_nan=False) + "\n")
     os.replace(tmp, out / EVAL_FILE)
     return result
+
+
+def _frames_source(clip) -> np.ndarray | str:
+    """A clip's usable real frames for a worker: the path of its memory-mapped frame file when it has one
+    (a worker reads its rows; nothing large goes through the pipe), else the frames themselves."""
+    frames = clip.host_frames
+    if isinstance(frames, np.memmap) and frames.filename:
+        return str(frames.filename)
+    return np.asarray(frames[clip.host_render_ok])
 
 
 def _finite(value):
@@ -319,7 +295,9 @@ def add_evaluate_parser(commands) -> None:
     parser.add_argument("--sweep-render-clips", type=int, default=EvalConfig.sweep_render_clips)
     parser.add_argument("--latency-calls", type=int, default=EvalConfig.latency_calls, help="0 skips it")
     parser.add_argument("--cache", type=Path, default=None, help="prepared-clip cache (default build/eval_cache)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=EvalConfig.threads)
+    parser.add_argument("--workers", type=int, default=EvalConfig.workers,
+                        help="processes that generate and measure (the figures do not depend on it)")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(run=_run_evaluate)
 
@@ -327,7 +305,8 @@ def add_evaluate_parser(commands) -> None:
 def _run_evaluate(args) -> int:
     config = EvalConfig(lambdas=tuple(float(v) for v in args.lambdas.split(",") if v), seeds=args.seeds,
                         sweep_render_clips=args.sweep_render_clips, latency_calls=args.latency_calls,
-                        split=args.split, max_clips=args.max_clips, threads=args.threads)
+                        split=args.split, max_clips=args.max_clips, threads=args.threads,
+                        workers=args.workers)
     result = evaluate(args.checkpoint, args.out, args.data, config, args.cache, args.quiet)
     headline = ("lipsync_corr", "lipsync_offset_frames", "reaction_f1", "reaction_f1_audio_only", "identity_distance",
                 "face_detect_rate", "psnr", "ssim")

@@ -120,6 +120,22 @@ def test_evaluate_writes_eval_json_and_plots(trained, tmp_path):
         assert (out / plot).stat().st_size > 1000, plot
 
 
+def test_evaluation_figures_do_not_depend_on_the_worker_count(trained, tmp_path):
+    """Generation and the rendered-frame measurements run in worker processes; each task computes what
+    it would in one process, so one worker and two give the same eval.json."""
+    results = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"eval_{workers}"
+        code = f2f_main(["evaluate", str(trained[0]), "--out", str(out), "--seeds", "2", "--lambdas", "0,1",
+                         "--latency-calls", "0", "--sweep-render-clips", "2", "--workers", workers, "--quiet",
+                         "--cache", str(trained[1] / "cache")])
+        assert code == 0
+        results.append(json.loads((out / "eval.json").read_text()))
+    one, two = ({k: v for k, v in r.items() if k not in ("timings_s", "config")} for r in results)
+    assert one == two
+    assert one["psnr"] > 0 and len(one["cfg_sweep"]) >= 2 and one["long_session"]["seeds"] == 2
+
+
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                     reason="torchrun is not installed beside this Python")
 def test_torchrun_trains_data_parallel_on_two_cpu_processes(trained, dataset, tmp_path):
