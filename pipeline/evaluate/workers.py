@@ -80,8 +80,11 @@ class EvaluationWorkers:
             # spawn: a forked copy of a process that has run torch and mediapipe threads can deadlock.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_worker, initargs=(str(self.checkpoint),))
-        else:
-            _start_worker_here(self.checkpoint, self.avatar)
+        else:  # the tasks run here, on the caller's avatar
+            _state.clear()
+            _state["checkpoint"] = str(self.checkpoint)
+            if self.avatar is not None:
+                _state["avatar"] = self.avatar
         return self
 
     def __exit__(self, *exc) -> None:
@@ -103,9 +106,3 @@ class EvaluationWorkers:
             results[futures[future]] = future.result()
         return results
 
-
-def _start_worker_here(checkpoint: Path, avatar: Avatar | None) -> None:
-    _state.clear()
-    _state["checkpoint"] = str(checkpoint)
-    if avatar is not None:
-        _state["avatar"] = avatar

@@ -98,8 +98,8 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
           stage2_candidate: int | None = None) -> dict:
     """Train every stage (resuming), write the avatar to `out`. -> the training report.
     `cache`: where prepared clips are kept (default RUN/cache). `stage2_candidate` i: of the stage-2
-    candidates only the i-th (0-based), without selection, so candidates can train in parallel processes;
-    a later call with every candidate resumes them all and selects."""
+    candidates only the i-th (0-based), scored but not selected, so candidates can train in parallel processes;
+    a later call with every candidate resumes them all, reads their kept scores and selects."""
     started = time.perf_counter()
     if stage2_candidate is not None and not 0 <= stage2_candidate < config.stage2_candidates:
         raise ValueError(f"stage-2 candidate {stage2_candidate} of {config.stage2_candidates} (0-based)")
@@ -194,13 +194,18 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
     seeds = config.stage2_seeds()
     # The first run keeps the single-run directory, so a one-candidate configuration resumes it.
     names = ["stage2" if index == 0 else f"stage2_seed{seed}" for index, seed in enumerate(seeds)]
-    if stage2_candidate is not None:
-        seeds, names = seeds[stage2_candidate:stage2_candidate + 1], names[stage2_candidate:stage2_candidate + 1]
     selector = None
     if len(seeds) > 1:
         selector = Stage2Selector.load(dataset, cache, spec, data_config, config.selection_split,
                                        config.default_lambda_video, config.selection_noise_seeds, quiet)
-        seeds = seeds if selector is not None else seeds[:1]
+        if selector is None:  # nothing to select on: only the first run trains
+            seeds, names = seeds[:1], names[:1]
+    if stage2_candidate is not None:
+        # One candidate, scored (and its score kept) here, so the call that selects only reads the scores.
+        if stage2_candidate >= len(seeds):
+            raise ValueError(f"stage-2 candidate {stage2_candidate}: {dataset} has no {config.selection_split} "
+                             f"clips with ground truth to select on, so only candidate 0 trains")
+        seeds, names = seeds[stage2_candidate:stage2_candidate + 1], names[stage2_candidate:stage2_candidate + 1]
     candidates = []  # (score or None, EMA state, loop summary)
     for seed, name in zip(seeds, names):
         for module, state in zip(branch, branch_start):
@@ -307,8 +312,9 @@ def add_train_parser(commands) -> None:
                         help="train stage 2 N times (seeds) and keep the run reacting best on the val split "
                              "(the default avatar's recipe: see pipeline/train/config.py)")
     parser.add_argument("--stage2-candidate", type=int, default=None, metavar="I",
-                        help="train only the I-th stage-2 candidate (0-based), without selecting: candidates "
-                             "in parallel processes; a later call with all of them resumes them and selects")
+                        help="train and score only the I-th stage-2 candidate (0-based), without selecting: "
+                             "candidates in parallel processes; a later call with all of them resumes them and "
+                             "selects")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
     parser.add_argument("--workers", type=int, default=1, help="processes preparing the data")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
