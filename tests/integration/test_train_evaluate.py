@@ -83,6 +83,37 @@ def test_stage2_needs_a_finished_stage1_and_trains_one_candidate_per_call(datase
     assert json.loads((run / "stage2" / "progress.json").read_text())["steps"] > 0
 
 
+def _prepare_test_split(dataset: Path, cache: Path, start) -> int:
+    import time
+
+    import numpy as np
+
+    from f2f.avatar_spec import AvatarSpec
+    from pipeline.train.data import load_dataset
+
+    save = np.save
+
+    def slow_save(*args, **kwargs):  # a slow disk: each written file waits a second before it is renamed
+        save(*args, **kwargs)
+        time.sleep(1.0)
+
+    np.save = slow_save
+    start.wait()  # every process begins preparing at once
+    return len(load_dataset(dataset, cache, AvatarSpec(frame_size=64), splits=("test",), quiet=True).clips)
+
+
+def test_processes_preparing_the_same_clips_at_once_all_finish(dataset, tmp_path):
+    """The one command's two stage-2 candidates both prepare the val clips when they score on them."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Manager().Barrier(3)
+    with context.Pool(3) as pool:
+        clips = pool.starmap(_prepare_test_split, [(dataset, tmp_path, start)] * 3)
+    assert len(set(clips)) == 1 and clips[0] >= 1
+    assert not list(tmp_path.rglob("*partial*")), "temporary files left behind"
+
+
 def test_a_rerun_resumes_without_retraining(trained, dataset, tmp_path):
     out, run = trained
     again = tmp_path / "again"
