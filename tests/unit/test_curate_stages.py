@@ -335,3 +335,12 @@ def test_host_is_one_person_per_frame_and_short_fragments_follow_their_speaker()
     segments = [SpeakerSegment("a", 0, 3, [1.0]), SpeakerSegment("a", 3.1, 3.5, [-1.0]),
                 SpeakerSegment("b", 4, 6, [-1.0]), SpeakerSegment("b", 6.1, 6.4, [1.0])]
     assert decide_segments(Voice(), segments).tolist() == [True, True, False, False]
+
+
+def test_the_pyannote_option_refuses_a_hub_id_instead_of_downloading(tmp_path):
+    """Only a local config.yaml is loaded; a hub id (or a missing file) fails before anything is fetched."""
+    from pipeline.curate.speech import PyannoteDiarizer
+
+    for source in ("pyannote/speaker-diarization-3.1", str(tmp_path / "missing" / "config.yaml")):
+        with pytest.raises(FileNotFoundError, match="must be a local config.yaml"):
+            PyannoteDiarizer(source)
