@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,10 @@ def atomic_write_json(path: Path, data) -> None:
 
 
 def temporary_sibling(path: Path) -> Path:
-    """A hidden name beside `path` for writers that need a real file (ffmpeg), renamed when done."""
-    return path.with_name(f".{path.stem}.part{path.suffix}")
+    """A hidden name beside `path` for writers that need a real file (ffmpeg, np.save), renamed when done.
+    No other process or thread gets the same name: writers of the same file at once (two trainings
+    preparing one clip) each finish, and the last rename wins."""
+    return path.with_name(f".{path.stem}.{os.getpid()}-{threading.get_ident()}.part{path.suffix}")
 
 
 def remove_partial_files(folder: Path) -> int:

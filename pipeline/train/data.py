@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import subprocess
-import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from f2f.features.mel import log_mel
 from f2f.motion import FIELD_INDEX, MOTION_DIM, neutral_vector
 from f2f.timebase import AUDIO_SAMPLE_RATE, SAMPLES_PER_FRAME
 from pipeline.curate.manifest import ClipMeta, ClipRecord, read_manifest, read_meta
+from pipeline.curate.work import temporary_sibling
 
 CACHE_VERSION = 3
 MEL_TAIL_FRAMES = 8  # video frames of flushed-stream mel kept after a clip's end (covers K + look-ahead)
@@ -309,15 +309,8 @@ def guest_inputs(video_bgr: np.ndarray, meta: ClipMeta, crop_size: int) -> tuple
 # ---------------------------------------------------------------------------------------------
 
 
-def _partial_path(path: Path) -> Path:
-    """A temporary name beside `path` that no other process or thread writes: two trainings started side
-    by side (the one command's stage-2 candidates) may prepare the same clip at once, each then replaces the
-    finished file with the same content."""
-    return path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.partial{path.suffix}")
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = _partial_path(path)
+    tmp = temporary_sibling(path)
     np.save(tmp, array)
     os.replace(tmp, path)
 
@@ -353,7 +346,7 @@ def prepare_clip(root: Path, record: ClipRecord, spec: AvatarSpec, config: DataC
 
     _save_npy(out / "host_frames.npy", frames)
     _save_npy(out / "guest_crops.npy", crops)
-    tmp = _partial_path(out / "arrays.npz")
+    tmp = temporary_sibling(out / "arrays.npz")
     np.savez(tmp, mel=mel.astype(np.float32), host_speaking=frame_mask(meta.host_speech, n),
              host_motion=host_motion, host_valid=valid, host_segment=segment, host_render_ok=render_ok,
              host_face_px=face_px, guest_geometry=geometry, guest_visible=visible)

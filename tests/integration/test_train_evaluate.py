@@ -110,7 +110,7 @@ def test_processes_preparing_the_same_clips_at_once_all_finish(dataset, tmp_path
     with context.Manager() as manager, context.Pool(3) as pool:
         clips = pool.starmap(_prepare_test_split, [(dataset, tmp_path, manager.Barrier(3))] * 3)
     assert len(set(clips)) == 1 and clips[0] >= 1
-    assert not list(tmp_path.rglob("*partial*")), "temporary files left behind"
+    assert not list(tmp_path.rglob(".*.part*")), "temporary files left behind"
 
 
 def test_a_rerun_resumes_without_retraining(trained, dataset, tmp_path):
