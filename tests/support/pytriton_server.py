@@ -14,7 +14,7 @@ production server does. Clients speak the same KServe v2 gRPC protocol to both.
 Environment fixes it applies to itself (see shared ARCHITECTURE "Environment facts"): the bundled
 tritonserver and its Python-backend stub must load *this* Python's libpython (LD_LIBRARY_PATH =
 sysconfig LIBDIR) and find this venv's python first on PATH. Shared-memory endpoints need the access
-token (`--access-token`, else pytriton makes one up and clients cannot register regions).
+token (`F2F_TRITON_ACCESS_TOKEN` or `--access-token=TOKEN`, else pytriton makes one up and clients cannot register regions).
 SIGTERM stops it cleanly; SIGKILL of its process group is how tests simulate a crash.
 """
 
@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -220,7 +220,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0 if stop.is_set() else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-repository", type=Path, required=True)
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -228,13 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--host", default="127.0.0.1", help="address every endpoint binds to")
     parser.add_argument("--access-token", default=None,
-                        help="token for the protected endpoints (shared memory, ...); default: F2F_TRITON_ACCESS_TOKEN")
+                        help="token for the protected endpoints (shared memory, ...); default: F2F_TRITON_ACCESS_TOKEN. "
+                             "Write --access-token=TOKEN when TOKEN may begin with '-'")
     parser.add_argument("--ort-threads", type=int, default=1, help="onnxruntime intra-op threads per model")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--workspace", type=Path, default=None,
                         help="pytriton's workspace (a copy of the server, sockets); default: a new temporary one")
     args = parser.parse_args(argv)
-    args.access_token = args.access_token or os.environ.get("F2F_TRITON_ACCESS_TOKEN")
+    args.access_token = args.access_token or environ.get("F2F_TRITON_ACCESS_TOKEN")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv, os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return serve(args)
 

@@ -58,6 +58,19 @@ class TritonServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def launch_command(self, tmp: Path) -> tuple[list[str], dict[str, str]]:
+        """The server's argv and environment. The access token travels in the environment, not argv:
+        a random token may begin with "-" (argparse would read it as a flag) and argv is visible in `ps`."""
+        pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1",
+               "F2F_TRITON_ACCESS_TOKEN": self.access_token}
+        command = [sys.executable, "-m", "tests.support.pytriton_server",
+                   "--model-repository", str(self.model_repository),
+                   "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
+                   "--metrics-port", str(self.metrics_port),
+                   "--workspace", str(tmp / "pytriton"), "--ort-threads", str(self.ort_threads)]
+        return command, env
+
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         if self.alive():
             return
@@ -66,13 +79,7 @@ class TritonServer:
         # workdir; what the Python backend puts in /tmp and /dev/shm is removed by kill()/stop().
         tmp = self.workdir / f"tmp-{self._starts}"
         tmp.mkdir(parents=True)
-        pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "tests.support.pytriton_server",
-                   "--model-repository", str(self.model_repository),
-                   "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
-                   "--metrics-port", str(self.metrics_port), "--access-token", self.access_token,
-                   "--workspace", str(tmp / "pytriton"), "--ort-threads", str(self.ort_threads)]
+        command, env = self.launch_command(tmp)
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
