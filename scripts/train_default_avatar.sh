@@ -50,25 +50,18 @@ train_stages() {  # f2f train, its stages spread over two processes (one torch t
     "${train[@]}" --out "$parts/guest" --stages guest --stage2-candidates 1
     # With sleeping OpenMP workers one process gains nothing from a second thread (stage 1: 4.5 steps/s
     # at one thread or two), so two processes keep both cores busy: the renderer (it needs nothing of
-    # the motion stages) beside stage 1, then the stage-2 candidates two at a time.
+    # the motion stages) beside stage 1, then the two stage-2 candidates side by side.
     "${train[@]}" --out "$parts/renderer" --stages renderer --stage2-candidates 1 --threads 1 &
     local renderer=$!
     "${train[@]}" --out "$parts/stage1" --stages stage1 --stage2-candidates 1 --threads 1 \
         || { wait "$renderer"; return 1; }
-    wait "$renderer" || return 1
-    local candidates
-    candidates=$("$python" -c "from pipeline.train.config import TrainConfig; print(TrainConfig().stage2_candidates)")
-    local first second beside failed=0
-    for ((first = 0; first < candidates; first += 2)); do
-        second=$((first + 1)) beside=""
-        if [ "$second" -lt "$candidates" ]; then
-            "${train[@]}" --out "$parts/stage2_$second" --stages stage2 --stage2-candidate "$second" --threads 1 &
-            beside=$!
-        fi
-        "${train[@]}" --out "$parts/stage2_$first" --stages stage2 --stage2-candidate "$first" --threads 1 || failed=1
-        if [ -n "$beside" ]; then wait "$beside" || failed=1; fi
-        [ "$failed" = 0 ] || return 1
-    done
+    "${train[@]}" --out "$parts/stage2_second" --stages stage2 --stage2-candidate 1 --threads 1 &
+    local second=$!
+    local failed=0
+    "${train[@]}" --out "$parts/stage2_first" --stages stage2 --stage2-candidate 0 --threads 1 || failed=1
+    wait "$second" || failed=1
+    wait "$renderer" || failed=1
+    [ "$failed" = 0 ] || return 1
     # Every stage resumes from its finished checkpoint: this call selects stage 2 and writes the avatar.
     "${train[@]}" --out "$work/avatar"
 }
@@ -92,9 +85,8 @@ scripts/train_default_avatar.sh   # WORK=$work EPISODES=$episodes MINUTES=$minut
 # = f2f synth --out $work/raw --episodes $episodes --minutes $minutes --seed $seed --style $style --workers $workers
 #   f2f curate $work/raw $work/curated --workers $workers --labels-from-ground-truth
 #   f2f train $work/curated --out $work/avatar --run-dir $work/run --workers $workers
-#     (run as: --stages guest; --stages renderer beside --stages stage1; the stage-2 candidates side by
-#      side, two at a time (--stage2-candidate I); then every stage resumed, which selects stage 2 and writes
-#      the avatar)
+#     (run as: --stages guest; --stages renderer beside --stages stage1; the two stage-2 candidates side by
+#      side (--stage2-candidate 0 / 1); then every stage resumed, which selects stage 2 and writes the avatar)
 #   f2f evaluate $work/avatar --out $work/eval --cache $work/run/cache --workers $workers
 EOF
 "$python" -m pipeline.evaluate.model_card "$avatar_dir" --timings "$timings" --commands "$work/commands.txt"
