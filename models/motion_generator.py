@@ -19,6 +19,8 @@ mean |change| of its measured geometry over the last few slots: talking moves th
 it). Then learned temporal kernels summarise the 64-frame window
 (initialised as windows at spread delays, so "0.3 s after the guest stopped talking" is expressible
 from the start), and the P partners are summed (MPE).
+Optional roll head: with the video branch on, roll's velocity is the audio path's plus a small MLP's term
+that reads only the guest's relative roll and the noisy roll (MotionGeneratorConfig.guest_roll_head).
 
 Generative head: rectified flow matching. The flow's data space is per field either the motion
 standardised over the data (fast fields the audio drives: jaw, pucker, blinks) or its *increment*
@@ -80,6 +82,13 @@ class MotionGeneratorConfig:  # defaults: the default avatar's sizes
     # is, and the raw geometry also carries who the guest is (face shape, resting roll), which the
     # branch, trained on a handful of guests, can learn instead of the change.
     guest_relative_geometry: bool = False
+    # Roll head: with the video branch on, roll's flow velocity is the audio path's plus a small head's
+    # term, and the head reads only the guest's roll (relative to the guest's window mean) and the noisy
+    # roll; the main branch still moves every other field. Through the shared branch, a guest's smile or
+    # a pause also tilted the host's head: tilts were 83 of 102 false reactions (test split), two thirds
+    # after a guest roll change under 3 degrees. A head that cannot see them cannot tilt for them
+    # (docs/model.md, session 18: held-out F1 0.48 -> 0.61 on test, 0.56 -> 0.65 on val).
+    guest_roll_head: bool = False
 
 
 @dataclass
@@ -89,6 +98,12 @@ class Conditioning:
     audio: torch.Tensor  # (B, M, W) audio tokens
     history: torch.Tensor  # (B, H, W) embedded history motion tokens
     modulation: torch.Tensor  # (B, layers, 3, W) shift, scale, gate per block
+    guest_roll: torch.Tensor | None = None  # (B, P, 2G) the roll head's context (None without one)
+
+    def doubled(self) -> "Conditioning":
+        """Both guidance branches in one batch of 2B."""
+        twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
+        return Conditioning(twice(self.audio), twice(self.history), twice(self.modulation), twice(self.guest_roll))
 
 
 class AudioEncoder(nn.Module):
@@ -118,8 +133,31 @@ def recency_kernels(count: int, frames: int) -> torch.Tensor:
     return -0.5 * ((delay[None] - centres[:, None]) / width[:, None]) ** 2
 
 
+ROLL = FIELD_INDEX["roll"]
+ROLL_CONTEXT_SCALE = 4.0  # the guest's relative roll (geometry std units, a tilt ~0.25) to unit scale
+
+
+class RollHead(nn.Module):
+    """The roll head's term of roll's video velocity, per partner (summed like the branch):
+    context (B, P, 2G) [guest's relative roll x 4 ; visibility], noisy roll (B, K+Q), t (B,) -> (B, K+Q).
+    The last layer starts at zero: a fresh head adds nothing (stage 2 starts from stage 1 exactly)."""
+
+    def __init__(self, guest_frames: int, noisy_frames: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * guest_frames + noisy_frames + 1, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, noisy_frames))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, context: torch.Tensor, roll: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        partners = context.shape[1]
+        state = torch.cat([roll, t[:, None]], dim=-1)[:, None].expand(-1, partners, -1)  # (B, P, K+Q+1)
+        return self.net(torch.cat([context, state], dim=-1)).sum(dim=1)  # (B, K+Q)
+
+
 class GuestProjector(nn.Module):
-    """Guest features (B, P, G, D) + visibility (B, P, G) -> per-block shift/scale/gate (B, L, 3, W)."""
+    """Guest features (B, P, G, D) + visibility (B, P, G) -> per-block shift/scale/gate (B, L, 3, W)
+    (and, with a roll head, the head itself and its context: `roll_context`)."""
 
     def __init__(self, spec: AvatarSpec, config: MotionGeneratorConfig):
         super().__init__()
@@ -147,6 +185,10 @@ class GuestProjector(nn.Module):
         nn.init.zeros_(self.to_modulation.bias)
         with torch.no_grad():
             self.to_modulation.weight.view(config.layers, 3, width, width)[:, 2] = 0.0
+        self.roll_head = None
+        if config.guest_roll_head:
+            with torch.random.fork_rng():  # the rest of the model initialises as without it
+                self.roll_head = RollHead(spec.guest_context_frames, spec.noise_frames)
 
     def forward(self, guest_features: torch.Tensor, guest_visible: torch.Tensor) -> torch.Tensor:
         batch, partners, frames, _ = guest_features.shape
@@ -164,6 +206,12 @@ class GuestProjector(nn.Module):
         guest = per_partner.sum(dim=1)  # (B, W): multiple partners share the encoder and add up
         return self.to_modulation(guest).reshape(batch, self.layers, 3, self.width)
 
+    def roll_context(self, guest_features: torch.Tensor, guest_visible: torch.Tensor) -> torch.Tensor:
+        """(B, P, G, D), (B, P, G) -> the roll head's context (B, P, 2G): the guest's roll relative to
+        their window mean, scaled, then the visibility."""
+        relative = self.relative(guest_features, guest_visible[..., None])  # (B, P, G, 12)
+        roll = relative[..., GEOMETRY_FIELDS.index(ROLL)] * ROLL_CONTEXT_SCALE  # (B, P, G)
+        return torch.cat([roll, guest_visible], dim=-1)
 
     @staticmethod
     def relative(guest_features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
@@ -244,6 +292,9 @@ class MotionGenerator(nn.Module):
         placement = torch.zeros(spec.motion_dim)
         placement[[FIELD_INDEX[name] for name in ("tx", "ty", "scale")]] = 1.0
         self.register_buffer("placement_fields", placement, persistent=False)  # where a session's start is off
+        roll_field = torch.zeros(spec.motion_dim)
+        roll_field[ROLL] = 1.0
+        self.register_buffer("roll_field", roll_field, persistent=False)  # the field the roll head drives
         nn.init.normal_(self.position, std=0.02)
 
     # --- normalisation: the network works on standardised motion --------------------------
@@ -285,15 +336,36 @@ class MotionGenerator(nn.Module):
         history = self.normalise(motion_history).clamp(-HISTORY_CLAMP, HISTORY_CLAMP)  # (B, H, 15)
         if self.config.history_increments:
             history = torch.cat([history, self.history_increments(motion_history)], dim=-1)  # (B, H, 30)
+        projector = self.guest_projector
         return Conditioning(
             audio=self.audio_encoder(audio_mel),
             history=self.embed_history(history),
-            modulation=self.guest_projector(guest_features, guest_visible),
+            modulation=projector(guest_features, guest_visible),
+            guest_roll=None if projector.roll_head is None else projector.roll_context(guest_features, guest_visible),
         )
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, video_on: torch.Tensor) -> torch.Tensor:
         """Flow velocity at x_t (B, K+Q, 15) (flow space, `to_flow`), time t (B,); video_on (B,) is 1
         to apply the guest branch and 0 for the audio-only path (guidance dropout) -> (B, K+Q, 15)."""
+        v = self.network_velocity(x_t, t, cond, video_on)
+        if self.guest_projector.roll_head is None or not bool(video_on.any()):  # stage 1: no video rows
+            return v
+        # The roll head adds to the audio path's roll. Stage 2 trains the branch on a frozen audio path,
+        # so that pass needs no gradient (its guest inputs are multiplied by 0 anyway).
+        with torch.no_grad():
+            v_audio = self.network_velocity(x_t, t, cond, torch.zeros_like(video_on))
+        on = video_on[:, None, None] > 0.5  # (B, 1, 1)
+        return torch.where(on, self.with_roll_head(v, v_audio, x_t, t, cond.guest_roll), v)
+
+    def with_roll_head(self, v_video: torch.Tensor, v_audio: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                       guest_roll: torch.Tensor) -> torch.Tensor:
+        """The video branch's velocity (B, K+Q, 15) with roll replaced by the audio path's roll plus the
+        roll head's term (see MotionGeneratorConfig.guest_roll_head)."""
+        roll = v_audio[..., ROLL] + self.guest_projector.roll_head(guest_roll, x_t[..., ROLL], t)  # (B, K+Q)
+        return torch.where(self.roll_field > 0, roll[..., None], v_video)
+
+    def network_velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, video_on: torch.Tensor) -> torch.Tensor:
+        """The transformer's velocity (B, K+Q, 15), without the roll head."""
         time = self.embed_time(timestep_embedding(t, self.config.width))[:, None, :]  # (B, 1, W)
         if self.spec.plan_frames > 0:  # no op in the graph of an avatar without a plan
             x_t = x_t * self.sampled_fields
@@ -311,18 +383,16 @@ class MotionGenerator(nn.Module):
         batch = noise.shape[0]
         cond = self.condition(audio_mel, guest_features, guest_visible, motion_history)
         # Both guidance branches in one batch of 2B: the first half audio-only, the second with video.
-        doubled = Conditioning(
-            audio=torch.cat([cond.audio, cond.audio]),
-            history=torch.cat([cond.history, cond.history]),
-            modulation=torch.cat([cond.modulation, cond.modulation]),
-        )
+        doubled = cond.doubled()
         video_on = torch.cat([noise.new_zeros(batch), noise.new_ones(batch)])  # (2B,)
         x = noise * self.config.temperature
         steps = self.config.sampling_steps
         for i in range(steps):
             t = noise.new_full((2 * batch,), i / steps)
-            v_both = self.velocity(torch.cat([x, x]), t, doubled, video_on)  # (2B, K+Q, 15)
+            v_both = self.network_velocity(torch.cat([x, x]), t, doubled, video_on)  # (2B, K+Q, 15)
             v_audio, v_video = v_both[:batch], v_both[batch:]
+            if cond.guest_roll is not None:  # the audio half is the roll head's base: no extra pass
+                v_video = self.with_roll_head(v_video, v_audio, x, t[:batch], cond.guest_roll)
             v = v_audio + lambda_video[:, :, None] * (v_video - v_audio)
             x = x + v / steps
         return self.to_motion(x[:, :self.spec.frames_per_step], motion_history)  # the plan is dropped

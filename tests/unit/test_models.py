@@ -10,6 +10,7 @@ import torch
 from export.onnx_export import example_inputs
 from f2f.avatar_spec import GUEST_ENCODER, MOTION_GENERATOR, RENDERER, AvatarSpec
 from models.avatar import Avatar, load_avatar, random_avatar, save_avatar, tiny_config
+from f2f.motion import FIELD_INDEX
 from models.guest_encoder import GEOMETRY_FIELDS
 from models.motion_generator import GuestProjector, MotionGeneratorConfig
 from models.renderer import Renderer, RendererConfig
@@ -281,3 +282,80 @@ def test_renderer_coordinate_term_split_equals_the_concatenated_convolution():
     x = torch.randn(3, 32, 64, 64)
     whole = conv(torch.cat([x, _coordinates(64, x.device).expand(3, -1, -1, -1)], dim=1))
     torch.testing.assert_close(_conv_with_coordinates(conv, x), whole, rtol=1e-5, atol=1e-5)
+
+
+def _roll_head_avatar(seed: int = 6) -> Avatar:
+    """A fresh avatar (main video branch closed: zero gates) whose roll head alone is randomised."""
+    torch.manual_seed(seed)
+    avatar = Avatar(tiny_config()).eval()
+    head = avatar.motion_generator.guest_projector.roll_head
+    torch.nn.init.normal_(head.net[-1].weight, std=0.2)
+    return avatar
+
+
+def test_the_roll_head_moves_only_roll_and_reads_only_the_guests_roll_change():
+    """Main branch closed, head randomised: the video velocity differs from the audio path's in roll
+    only, and only the guest's roll relative to their window mean reaches it."""
+    avatar = _roll_head_avatar()
+    net = avatar.motion_generator
+    roll, column = FIELD_INDEX["roll"], -len(GEOMETRY_FIELDS) + GEOMETRY_FIELDS.index(FIELD_INDEX["roll"])
+    inputs = example_inputs(avatar.spec, MOTION_GENERATOR, 3)
+    inputs["guest_visible"] = torch.ones_like(inputs["guest_visible"])
+    x, t, on = inputs["noise"], torch.tensor([0.0, 0.3, 0.7]), torch.ones(3)
+
+    def video_velocity(guest_features):
+        cond = net.condition(inputs["audio_mel"], guest_features, inputs["guest_visible"], inputs["motion_history"])
+        return net.velocity(x, t, cond, on), net.velocity(x, t, cond, torch.zeros(3))
+
+    with torch.no_grad():
+        video, audio = video_velocity(inputs["guest_features"])
+        others = inputs["guest_features"].clone()
+        others[..., :column] = torch.randn_like(others[..., :column]) * 3  # everything but the roll column
+        others[..., column + 1:] = 0.0
+        same_roll, _ = video_velocity(others)
+        steady = inputs["guest_features"].clone()
+        steady[..., column] += 1.5  # the same roll changes from another resting roll
+        resting, _ = video_velocity(steady)
+        tilted = inputs["guest_features"].clone()
+        tilted[..., -8:, column] += 1.0  # the guest tilts over the last 8 slots
+        tilting, _ = video_velocity(tilted)
+        sampled = net(**dict(inputs, guest_features=tilted, lambda_video=torch.full((3, 1), 2.0)))
+        unguided = net(**dict(inputs, guest_features=tilted, lambda_video=torch.zeros(3, 1)))
+    others_fields = [i for i in range(avatar.spec.motion_dim) if i != roll]
+    assert torch.equal(video[..., others_fields], audio[..., others_fields])
+    assert not torch.allclose(video[..., roll], audio[..., roll], atol=1e-4)
+    assert torch.allclose(same_roll, video, atol=1e-6)
+    assert torch.allclose(resting, video, atol=1e-5)
+    assert not torch.allclose(tilting[..., roll], video[..., roll], atol=1e-4)
+    assert not torch.allclose(sampled[..., roll], unguided[..., roll], atol=1e-4)  # and sampling follows it
+
+
+def test_training_velocity_with_the_video_branch_is_what_sampling_integrates_at_lambda_one():
+    """Stage 2 regresses `velocity(video_on = 1)`; the sampler must integrate that same field (the
+    roll head's base is the audio half of its doubled batch, not another pass)."""
+    avatar = random_avatar(tiny_config(), seed=2)
+    net = avatar.motion_generator
+    inputs = example_inputs(avatar.spec, MOTION_GENERATOR, 3)
+    with torch.no_grad():
+        sampled = net(**dict(inputs, lambda_video=torch.ones(3, 1)))
+        cond = net.condition(inputs["audio_mel"], inputs["guest_features"], inputs["guest_visible"],
+                             inputs["motion_history"])
+        x = inputs["noise"] * net.config.temperature
+        steps = net.config.sampling_steps
+        for i in range(steps):
+            x = x + net.velocity(x, torch.full((3,), i / steps), cond, torch.ones(3)) / steps
+    assert torch.allclose(sampled, net.to_motion(x[:, :avatar.spec.frames_per_step], inputs["motion_history"]),
+                          atol=1e-5)
+
+
+def test_the_roll_head_option_leaves_the_rest_of_the_model_initialised_alike():
+    config = tiny_config()
+    off = dataclasses.replace(config, motion_generator=dataclasses.replace(config.motion_generator,
+                                                                          guest_roll_head=False))
+    torch.manual_seed(4)
+    plain = Avatar(off).state_dict()
+    torch.manual_seed(4)
+    with_head = Avatar(config).state_dict()
+    assert {k for k in with_head if k not in plain} == {
+        f"motion_generator.guest_projector.roll_head.net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")}
+    assert all(torch.equal(plain[k], with_head[k]) for k in plain)
