@@ -56,20 +56,25 @@ def test_fresh_video_branch_leaves_outputs_unchanged():
         assert torch.equal(avatar.motion_generator(**inputs), avatar.motion_generator(**other))
 
 
+def sample_by_hand(net, inputs: dict, video_on: float) -> torch.Tensor:
+    """The sampler's Euler steps written out with `velocity`, the video branch on (1) or off (0) in every
+    step (no guidance mix) -> the made frames (B, K, 15)."""
+    batch = len(inputs["noise"])
+    cond = net.condition(inputs["audio_mel"], inputs["guest_features"], inputs["guest_visible"], inputs["motion_history"])
+    x = inputs["noise"] * net.config.temperature
+    steps = net.config.sampling_steps
+    for i in range(steps):
+        x = x + net.velocity(x, torch.full((batch,), i / steps), cond, torch.full((batch,), video_on)) / steps
+    return net.to_motion(x[:, :net.spec.frames_per_step], inputs["motion_history"])
+
+
 def test_guidance_at_lambda_zero_is_the_audio_only_path():
     avatar = random_avatar(tiny_config(), seed=1)  # randomised video branch: guidance matters
     net = avatar.motion_generator
     inputs = example_inputs(avatar.spec, MOTION_GENERATOR, 3)
     with torch.no_grad():
         guided = net(**dict(inputs, lambda_video=torch.zeros(3, 1)))
-        # The audio-only model by hand: the same Euler steps with the video branch switched off.
-        cond = net.condition(inputs["audio_mel"], inputs["guest_features"], inputs["guest_visible"],
-                             inputs["motion_history"])
-        x = inputs["noise"]
-        steps = net.config.sampling_steps
-        for i in range(steps):
-            x = x + net.velocity(x, torch.full((3,), i / steps), cond, torch.zeros(3)) / steps
-        audio_only = net.to_motion(x, inputs["motion_history"])
+        audio_only = sample_by_hand(net, inputs, video_on=0.0)  # the same Euler steps, video branch off
         with_video = net(**dict(inputs, lambda_video=torch.ones(3, 1)))
     assert torch.allclose(guided, audio_only, atol=1e-6)
     assert not torch.allclose(guided, with_video, atol=1e-4), "the video branch should matter at lambda 1"
@@ -258,18 +263,25 @@ def test_relative_guest_geometry_is_each_visible_slot_minus_the_guests_window_me
     assert float(GuestProjector.relative(features, torch.zeros_like(visible)).abs().sum()) == 0.0
 
 
-def test_the_relative_geometry_option_leaves_the_rest_of_the_model_initialised_alike():
-    """Stage 1 does not depend on it: the same seed gives the same weights outside the new layer."""
+@pytest.mark.parametrize("option, new_keys", [
+    ("guest_relative_geometry", {f"motion_generator.guest_projector.embed_relative.{p}" for p in ("weight", "bias")}),
+    ("guest_roll_head", {f"motion_generator.guest_projector.roll_head.net.{i}.{p}"
+                         for i in (0, 2, 4) for p in ("weight", "bias")}),
+])
+def test_a_video_branch_option_leaves_the_rest_of_the_model_initialised_alike(option, new_keys):
+    """Stage 1 does not depend on it: the same seed gives the same weights outside the new layers."""
     config = tiny_config()
-    on = dataclasses.replace(config, motion_generator=dataclasses.replace(config.motion_generator,
-                                                                         guest_relative_geometry=True))
+
+    def with_option(on: bool):
+        generator = dataclasses.replace(config.motion_generator, **{option: on})
+        return dataclasses.replace(config, motion_generator=generator)
+
     torch.manual_seed(4)
-    plain = Avatar(config).state_dict()
+    plain = Avatar(with_option(False)).state_dict()
     torch.manual_seed(4)
-    relative = Avatar(on).state_dict()
-    assert {k for k in relative if k not in plain} == {"motion_generator.guest_projector.embed_relative.weight",
-                                                       "motion_generator.guest_projector.embed_relative.bias"}
-    assert all(torch.equal(plain[k], relative[k]) for k in plain)
+    added = Avatar(with_option(True)).state_dict()
+    assert set(added) - set(plain) == new_keys
+    assert all(torch.equal(plain[k], added[k]) for k in plain)
 
 
 def test_renderer_coordinate_term_split_equals_the_concatenated_convolution():
@@ -338,24 +350,5 @@ def test_training_velocity_with_the_video_branch_is_what_sampling_integrates_at_
     inputs = example_inputs(avatar.spec, MOTION_GENERATOR, 3)
     with torch.no_grad():
         sampled = net(**dict(inputs, lambda_video=torch.ones(3, 1)))
-        cond = net.condition(inputs["audio_mel"], inputs["guest_features"], inputs["guest_visible"],
-                             inputs["motion_history"])
-        x = inputs["noise"] * net.config.temperature
-        steps = net.config.sampling_steps
-        for i in range(steps):
-            x = x + net.velocity(x, torch.full((3,), i / steps), cond, torch.ones(3)) / steps
-    assert torch.allclose(sampled, net.to_motion(x[:, :avatar.spec.frames_per_step], inputs["motion_history"]),
-                          atol=1e-5)
-
-
-def test_the_roll_head_option_leaves_the_rest_of_the_model_initialised_alike():
-    config = tiny_config()
-    off = dataclasses.replace(config, motion_generator=dataclasses.replace(config.motion_generator,
-                                                                          guest_roll_head=False))
-    torch.manual_seed(4)
-    plain = Avatar(off).state_dict()
-    torch.manual_seed(4)
-    with_head = Avatar(config).state_dict()
-    assert {k for k in with_head if k not in plain} == {
-        f"motion_generator.guest_projector.roll_head.net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")}
-    assert all(torch.equal(plain[k], with_head[k]) for k in plain)
+        by_hand = sample_by_hand(net, inputs, video_on=1.0)
+    assert torch.allclose(sampled, by_hand, atol=1e-5)
