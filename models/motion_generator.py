@@ -292,9 +292,6 @@ class MotionGenerator(nn.Module):
         placement = torch.zeros(spec.motion_dim)
         placement[[FIELD_INDEX[name] for name in ("tx", "ty", "scale")]] = 1.0
         self.register_buffer("placement_fields", placement, persistent=False)  # where a session's start is off
-        roll_field = torch.zeros(spec.motion_dim)
-        roll_field[ROLL] = 1.0
-        self.register_buffer("roll_field", roll_field, persistent=False)  # the field the roll head drives
         nn.init.normal_(self.position, std=0.02)
 
     # --- normalisation: the network works on standardised motion --------------------------
@@ -348,7 +345,7 @@ class MotionGenerator(nn.Module):
         """Flow velocity at x_t (B, K+Q, 15) (flow space, `to_flow`), time t (B,); video_on (B,) is 1
         to apply the guest branch and 0 for the audio-only path (guidance dropout) -> (B, K+Q, 15)."""
         v = self.network_velocity(x_t, t, cond, video_on)
-        if self.guest_projector.roll_head is None or not bool(video_on.any()):  # stage 1: no video rows
+        if cond.guest_roll is None or not bool(video_on.any()):  # no roll head, or stage 1: no video rows
             return v
         # The roll head adds to the audio path's roll. Stage 2 trains the branch on a frozen audio path,
         # so that pass needs no gradient (its guest inputs are multiplied by 0 anyway).
@@ -362,7 +359,7 @@ class MotionGenerator(nn.Module):
         """The video branch's velocity (B, K+Q, 15) with roll replaced by the audio path's roll plus the
         roll head's term (see MotionGeneratorConfig.guest_roll_head)."""
         roll = v_audio[..., ROLL] + self.guest_projector.roll_head(guest_roll, x_t[..., ROLL], t)  # (B, K+Q)
-        return torch.where(self.roll_field > 0, roll[..., None], v_video)
+        return torch.cat([v_video[..., :ROLL], roll[..., None], v_video[..., ROLL + 1:]], dim=-1)
 
     def network_velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, video_on: torch.Tensor) -> torch.Tensor:
         """The transformer's velocity (B, K+Q, 15), without the roll head."""

@@ -9,8 +9,8 @@ import torch
 
 from export.onnx_export import example_inputs
 from f2f.avatar_spec import GUEST_ENCODER, MOTION_GENERATOR, RENDERER, AvatarSpec
-from models.avatar import Avatar, load_avatar, random_avatar, save_avatar, tiny_config
 from f2f.motion import FIELD_INDEX
+from models.avatar import Avatar, load_avatar, random_avatar, save_avatar, tiny_config
 from models.guest_encoder import GEOMETRY_FIELDS
 from models.motion_generator import GuestProjector, MotionGeneratorConfig
 from models.renderer import Renderer, RendererConfig
