@@ -68,7 +68,8 @@ def tiny_config(name: str = "tiny", **spec_overrides) -> AvatarConfig:
         spec=spec,
         guest_encoder=GuestEncoderConfig(channels=(8, 8, 16), hidden=16),
         motion_generator=MotionGeneratorConfig(width=32, layers=2, heads=2, guest_kernels=8, sampling_steps=2,
-                                               guest_activity_frames=4, history_increments=True, guest_roll_head=True),
+                                               guest_activity_frames=4, history_increments=True, guest_roll_head=True,
+                                               guest_nod_look_head=True),
         renderer=RendererConfig(hidden=32, channels=(16, 8, 8, 4), subpixel_output=True),
         notes={"trained": False, "purpose": "tiny random-initialised networks for tests"},
     )
@@ -105,9 +106,8 @@ def random_avatar(config: AvatarConfig, seed: int = 0, video_branch: bool = True
         if video_branch:
             nn.init.normal_(avatar.motion_generator.guest_projector.to_modulation.weight, std=0.05)
             nn.init.normal_(avatar.motion_generator.guest_projector.to_modulation.bias, std=0.05)
-            roll_head = avatar.motion_generator.guest_projector.roll_head
-            if roll_head is not None:
-                nn.init.normal_(roll_head.net[-1].weight, std=0.05)
+            for head in avatar.motion_generator.guest_projector.heads:
+                nn.init.normal_(head.net[-1].weight, std=0.05)
         return avatar.eval()
     finally:
         torch.random.set_rng_state(generator_state)

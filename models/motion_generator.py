@@ -19,8 +19,10 @@ mean |change| of its measured geometry over the last few slots: talking moves th
 it). Then learned temporal kernels summarise the 64-frame window
 (initialised as windows at spread delays, so "0.3 s after the guest stopped talking" is expressible
 from the start), and the P partners are summed (MPE).
-Optional roll head: with the video branch on, roll's velocity is the audio path's plus a small MLP's term
-that reads only the guest's relative roll and the noisy roll (MotionGeneratorConfig.guest_roll_head).
+Optional field heads: with the video branch on, a few fields' velocity is the audio path's plus a small
+MLP's term that reads only chosen columns of the guest's geometry (`FieldHeadSpec`): roll from the guest's
+relative roll (MotionGeneratorConfig.guest_roll_head), pitch and yaw from the guest's jaw and yaw
+(guest_nod_look_head).
 
 Generative head: rectified flow matching. The flow's data space is per field either the motion
 standardised over the data (fast fields the audio drives: jaw, pucker, blinks) or its *increment*
@@ -89,6 +91,13 @@ class MotionGeneratorConfig:  # defaults: the default avatar's sizes
     # after a guest roll change under 3 degrees. A head that cannot see them cannot tilt for them
     # (docs/model.md, session 18: held-out F1 0.48 -> 0.61 on test, 0.56 -> 0.65 on val).
     guest_roll_head: bool = False
+    # Nod and look head: the same for pitch and yaw. It reads the guest's jaw (its motion, recent
+    # activity: talking, a pause, an onset) and yaw, and the host's own pitch and yaw over the history.
+    # A nod answers a pause and a look answers the guest starting to talk; through the shared branch
+    # they came with false nods near other cues and looks missed (docs/model.md, session 20: held-out F1
+    # 0.61 -> 0.70 on test, 0.65 -> 0.71 on val, both stage-2 seeds). Unlike roll's, the main branch
+    # keeps learning pitch and yaw beside the head (`FieldHeadSpec.main_branch_learns`), as measured.
+    guest_nod_look_head: bool = False
 
 
 @dataclass
@@ -98,12 +107,13 @@ class Conditioning:
     audio: torch.Tensor  # (B, M, W) audio tokens
     history: torch.Tensor  # (B, H, W) embedded history motion tokens
     modulation: torch.Tensor  # (B, layers, 3, W) shift, scale, gate per block
-    guest_roll: torch.Tensor | None = None  # (B, P, 2G) the roll head's context (None without one)
+    head_contexts: tuple[torch.Tensor, ...] = ()  # per field head (GuestProjector.heads) its context (B, P, C)
 
     def doubled(self) -> "Conditioning":
         """Both guidance branches in one batch of 2B."""
-        twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
-        return Conditioning(twice(self.audio), twice(self.history), twice(self.modulation), twice(self.guest_roll))
+        twice = lambda x: torch.cat([x, x])  # noqa: E731
+        return Conditioning(twice(self.audio), twice(self.history), twice(self.modulation),
+                            tuple(twice(c) for c in self.head_contexts))
 
 
 class AudioEncoder(nn.Module):
@@ -133,31 +143,68 @@ def recency_kernels(count: int, frames: int) -> torch.Tensor:
     return -0.5 * ((delay[None] - centres[:, None]) / width[:, None]) ** 2
 
 
-ROLL = FIELD_INDEX["roll"]
-ROLL_CONTEXT_SCALE = 4.0  # the guest's relative roll (geometry std units, a tilt ~0.25) to unit scale
+@dataclass(frozen=True)
+class FieldHeadSpec:
+    """A field head: the host fields it drives and the only inputs it reads."""
+
+    fields: tuple[str, ...]  # host motion fields whose video velocity it gives
+    guest_absolute: tuple[str, ...] = ()  # guest geometry columns as measured (standardised)
+    guest_relative: tuple[str, ...] = ()  # ... relative to the guest's mean over the window's visible slots
+    guest_activity: tuple[str, ...] = ()  # ... recent activity (GuestProjector.activity: talking moves the jaw)
+    relative_scale: float = 1.0  # relative columns to unit scale
+    host_history: bool = False  # also the host's own `fields` over the history (standardised)
+    main_branch_learns: bool = False  # training also fits the main branch's `fields` (its shared features)
 
 
-class RollHead(nn.Module):
-    """The roll head's term of roll's video velocity, per partner (summed like the branch):
-    context (B, P, 2G) [guest's relative roll x 4 ; visibility], noisy roll (B, K+Q), t (B,) -> (B, K+Q).
+# The guest's relative roll is small in geometry std units (a tilt ~0.25): x 4 brings it to unit scale.
+ROLL_HEAD = FieldHeadSpec(("roll",), guest_relative=("roll",), relative_scale=4.0)
+NOD_LOOK_HEAD = FieldHeadSpec(("pitch", "yaw"), guest_absolute=("yaw",), guest_relative=("jawOpen", "yaw"),
+                              guest_activity=("jawOpen",), host_history=True, main_branch_learns=True)
+ACTIVITY_SCALE = 4.0  # the activity (a mean |change| per frame: small) scaled up like the relative roll
+
+
+class FieldHead(nn.Module):
+    """A field head's term of its fields' video velocity, per partner (summed like the branch):
+    context (B, P, C), the noisy motion x_t (B, K+Q, 15), t (B,) -> (B, K+Q, F) for the spec's F fields.
     The last layer starts at zero: a fresh head adds nothing (stage 2 starts from stage 1 exactly)."""
 
-    def __init__(self, guest_frames: int, noisy_frames: int, hidden: int = 64):
+    def __init__(self, spec: FieldHeadSpec, guest_frames: int, history_frames: int, noisy_frames: int,
+                 hidden: int = 64):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2 * guest_frames + noisy_frames + 1, hidden), nn.GELU(),
-                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, noisy_frames))
+        self.spec = spec
+        self.fields = [FIELD_INDEX[name] for name in spec.fields]
+        self.columns = [[GEOMETRY_FIELDS.index(FIELD_INDEX[name]) for name in names]
+                        for names in (spec.guest_absolute, spec.guest_relative, spec.guest_activity)]
+        guest_rows = len(spec.guest_absolute) + len(spec.guest_relative) + len(spec.guest_activity) + 1  # + visibility
+        context = guest_rows * guest_frames + (len(self.fields) * history_frames if spec.host_history else 0)
+        noisy = len(self.fields) * noisy_frames
+        self.net = nn.Sequential(nn.Linear(context + noisy + 1, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, noisy))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, context: torch.Tensor, roll: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        partners = context.shape[1]
-        state = torch.cat([roll, t[:, None]], dim=-1)[:, None].expand(-1, partners, -1)  # (B, P, K+Q+1)
-        return self.net(torch.cat([context, state], dim=-1)).sum(dim=1)  # (B, K+Q)
+    def context(self, absolute: torch.Tensor, relative: torch.Tensor, activity: torch.Tensor,
+                visible: torch.Tensor, host_history: torch.Tensor) -> torch.Tensor:
+        """The guest's geometry (B, P, G, 12) as measured, relative and as activity, visibility (B, P, G),
+        the host's standardised history (B, H, 15) -> (B, P, C)."""
+        scales = (1.0, self.spec.relative_scale, ACTIVITY_SCALE)
+        rows = [source[..., c] * scale for source, columns, scale in zip((absolute, relative, activity), self.columns, scales)
+                for c in columns]  # each (B, P, G)
+        rows.append(visible)
+        if self.spec.host_history:
+            host = host_history[..., self.fields].flatten(1)  # (B, H * F)
+            rows.append(host[:, None].expand(-1, visible.shape[1], -1))
+        return torch.cat(rows, dim=-1)
+
+    def forward(self, context: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        noisy = x_t[..., self.fields]  # (B, K+Q, F)
+        state = torch.cat([noisy.flatten(1), t[:, None]], dim=-1)[:, None].expand(-1, context.shape[1], -1)
+        return self.net(torch.cat([context, state], dim=-1)).sum(dim=1).reshape(noisy.shape)
 
 
 class GuestProjector(nn.Module):
     """Guest features (B, P, G, D) + visibility (B, P, G) -> per-block shift/scale/gate (B, L, 3, W)
-    (and, with a roll head, the head itself and its context: `roll_context`)."""
+    (and the field heads with their contexts: `heads`, `head_contexts`)."""
 
     def __init__(self, spec: AvatarSpec, config: MotionGeneratorConfig):
         super().__init__()
@@ -185,10 +232,18 @@ class GuestProjector(nn.Module):
         nn.init.zeros_(self.to_modulation.bias)
         with torch.no_grad():
             self.to_modulation.weight.view(config.layers, 3, width, width)[:, 2] = 0.0
-        self.roll_head = None
+        # The heads initialise apart (forked RNG): the rest of the model initialises as without them, and
+        # the nod/look head draws from its own seed, so adding it changes no other weight either.
+        head = lambda head_spec: FieldHead(head_spec, spec.guest_context_frames, spec.motion_history_frames,  # noqa: E731
+                                           spec.noise_frames)
+        self.roll_head = self.nod_look_head = None
         if config.guest_roll_head:
-            with torch.random.fork_rng():  # the rest of the model initialises as without it
-                self.roll_head = RollHead(spec.guest_context_frames, spec.noise_frames)
+            with torch.random.fork_rng():
+                self.roll_head = head(ROLL_HEAD)
+        if config.guest_nod_look_head:
+            with torch.random.fork_rng():
+                torch.manual_seed(torch.initial_seed() + 99)
+                self.nod_look_head = head(NOD_LOOK_HEAD)
 
     def forward(self, guest_features: torch.Tensor, guest_visible: torch.Tensor) -> torch.Tensor:
         batch, partners, frames, _ = guest_features.shape
@@ -206,12 +261,20 @@ class GuestProjector(nn.Module):
         guest = per_partner.sum(dim=1)  # (B, W): multiple partners share the encoder and add up
         return self.to_modulation(guest).reshape(batch, self.layers, 3, self.width)
 
-    def roll_context(self, guest_features: torch.Tensor, guest_visible: torch.Tensor) -> torch.Tensor:
-        """(B, P, G, D), (B, P, G) -> the roll head's context (B, P, 2G): the guest's roll relative to
-        their window mean, scaled, then the visibility."""
-        relative = self.relative(guest_features, guest_visible[..., None])  # (B, P, G, 12)
-        roll = relative[..., GEOMETRY_FIELDS.index(ROLL)] * ROLL_CONTEXT_SCALE  # (B, P, G)
-        return torch.cat([roll, guest_visible], dim=-1)
+    @property
+    def heads(self) -> list[FieldHead]:
+        return [h for h in (self.roll_head, self.nod_look_head) if h is not None]
+
+    def head_contexts(self, guest_features: torch.Tensor, guest_visible: torch.Tensor,
+                      host_history: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B, P, G, D), (B, P, G), the host's standardised history (B, H, 15) -> per head (B, P, C)."""
+        if not self.heads:
+            return ()
+        visible = guest_visible[..., None]  # (B, P, G, 1)
+        absolute = guest_features[..., -len(GEOMETRY_FIELDS):] * visible  # (B, P, G, 12)
+        relative = self.relative(guest_features, visible)
+        activity = self.activity(guest_features, visible) if self.activity_frames > 0 else torch.zeros_like(absolute)
+        return tuple(h.context(absolute, relative, activity, guest_visible, host_history) for h in self.heads)
 
     @staticmethod
     def relative(guest_features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
@@ -330,7 +393,8 @@ class MotionGenerator(nn.Module):
     def condition(self, audio_mel, guest_features, guest_visible, motion_history) -> Conditioning:
         # A session's history starts far from the data (f2f.motion.neutral_vector): bounded, so the
         # first steps see a large but finite offset and leave it (training shows them that start too).
-        history = self.normalise(motion_history).clamp(-HISTORY_CLAMP, HISTORY_CLAMP)  # (B, H, 15)
+        standardised = self.normalise(motion_history).clamp(-HISTORY_CLAMP, HISTORY_CLAMP)  # (B, H, 15)
+        history = standardised
         if self.config.history_increments:
             history = torch.cat([history, self.history_increments(motion_history)], dim=-1)  # (B, H, 30)
         projector = self.guest_projector
@@ -338,31 +402,48 @@ class MotionGenerator(nn.Module):
             audio=self.audio_encoder(audio_mel),
             history=self.embed_history(history),
             modulation=projector(guest_features, guest_visible),
-            guest_roll=None if projector.roll_head is None else projector.roll_context(guest_features, guest_visible),
+            head_contexts=projector.head_contexts(guest_features, guest_visible, standardised),
         )
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, video_on: torch.Tensor) -> torch.Tensor:
         """Flow velocity at x_t (B, K+Q, 15) (flow space, `to_flow`), time t (B,); video_on (B,) is 1
         to apply the guest branch and 0 for the audio-only path (guidance dropout) -> (B, K+Q, 15)."""
-        v = self.network_velocity(x_t, t, cond, video_on)
-        if cond.guest_roll is None or not bool(video_on.any()):  # no roll head, or stage 1: no video rows
+        return self.with_field_heads(self.network_velocity(x_t, t, cond, video_on), x_t, t, cond, video_on)
+
+    def with_field_heads(self, v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                         video_on: torch.Tensor) -> torch.Tensor:
+        """The network's velocity v (B, K+Q, 15) -> the model's: on video rows the heads' fields replaced."""
+        if not cond.head_contexts or not bool(video_on.any()):  # no heads, or stage 1: no video rows
             return v
-        # The roll head adds to the audio path's roll. Stage 2 trains the branch on a frozen audio path,
+        # The heads add to the audio path's velocity. Stage 2 trains the branch on a frozen audio path,
         # so that pass needs no gradient (its guest inputs are multiplied by 0 anyway).
         with torch.no_grad():
             v_audio = self.network_velocity(x_t, t, cond, torch.zeros_like(video_on))
         on = video_on[:, None, None] > 0.5  # (B, 1, 1)
-        return torch.where(on, self.with_roll_head(v, v_audio, x_t, t, cond.guest_roll), v)
+        return torch.where(on, self.replace_head_fields(v, v_audio, x_t, t, cond.head_contexts), v)
 
-    def with_roll_head(self, v_video: torch.Tensor, v_audio: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                       guest_roll: torch.Tensor) -> torch.Tensor:
-        """The video branch's velocity (B, K+Q, 15) with roll replaced by the audio path's roll plus the
-        roll head's term (see MotionGeneratorConfig.guest_roll_head)."""
-        roll = v_audio[..., ROLL] + self.guest_projector.roll_head(guest_roll, x_t[..., ROLL], t)  # (B, K+Q)
-        return torch.cat([v_video[..., :ROLL], roll[..., None], v_video[..., ROLL + 1:]], dim=-1)
+    def replace_head_fields(self, v_video: torch.Tensor, v_audio: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                            contexts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The video branch's velocity (B, K+Q, 15) with each head's fields replaced by the audio path's
+        plus the head's term (see MotionGeneratorConfig.guest_roll_head, guest_nod_look_head)."""
+        columns = list(v_video.unbind(dim=-1))  # 15 x (B, K+Q)
+        for head, context in zip(self.guest_projector.heads, contexts):
+            value = v_audio[..., head.fields] + head(context, x_t, t)  # (B, K+Q, F)
+            for k, field in enumerate(head.fields):
+                columns[field] = value[..., k]
+        return torch.stack(columns, dim=-1)
+
+    def main_branch_fields(self) -> torch.Tensor:
+        """(15,) 1 where training also fits the main branch's own video velocity: the fields of heads
+        with `main_branch_learns` (the others' main-branch outputs are unused, so left alone)."""
+        mask = torch.zeros(self.spec.motion_dim, device=self.motion_mean.device)
+        for head in self.guest_projector.heads:
+            if head.spec.main_branch_learns:
+                mask[head.fields] = 1.0
+        return mask
 
     def network_velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, video_on: torch.Tensor) -> torch.Tensor:
-        """The transformer's velocity (B, K+Q, 15), without the roll head."""
+        """The transformer's velocity (B, K+Q, 15), without the field heads."""
         time = self.embed_time(timestep_embedding(t, self.config.width))[:, None, :]  # (B, 1, W)
         if self.spec.plan_frames > 0:  # no op in the graph of an avatar without a plan
             x_t = x_t * self.sampled_fields
@@ -388,8 +469,8 @@ class MotionGenerator(nn.Module):
             t = noise.new_full((2 * batch,), i / steps)
             v_both = self.network_velocity(torch.cat([x, x]), t, doubled, video_on)  # (2B, K+Q, 15)
             v_audio, v_video = v_both[:batch], v_both[batch:]
-            if cond.guest_roll is not None:  # the audio half is the roll head's base: no extra pass
-                v_video = self.with_roll_head(v_video, v_audio, x, t[:batch], cond.guest_roll)
+            if cond.head_contexts:  # the audio half is the heads' base: no extra pass
+                v_video = self.replace_head_fields(v_video, v_audio, x, t[:batch], cond.head_contexts)
             v = v_audio + lambda_video[:, :, None] * (v_video - v_audio)
             x = x + v / steps
         return self.to_motion(x[:, :self.spec.frames_per_step], motion_history)  # the plan is dropped

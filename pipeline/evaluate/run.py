@@ -49,9 +49,11 @@ class EvalConfig:
     lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
     seeds: int = 3  # noise draws per scale (reactivity counts pool over them)
     # Clips rendered at every scale for the sweep's lip-sync column (all 7 test clips at 8 scales took 17 of
-    # the default avatar's 25 evaluation minutes on 2 cores).
-    sweep_render_clips: int = 3
-    identity_stride: int = 3  # every n-th rendered frame goes through dlib
+    # the default avatar's 25 evaluation minutes on 2 cores; 3 clips ~150 s of the one command's hour, 2 ~100 s).
+    sweep_render_clips: int = 2
+    # Every n-th rendered (and real) frame goes through dlib (~140 ms a descriptor): every 6th is ~460 frames
+    # each side on the default test split, 4 a second of frames that change little from one to the next.
+    identity_stride: int = 6
     latency_calls: int = 200  # 0: skip the per-frame compute measurement
     split: str = "test"
     max_clips: int | None = None

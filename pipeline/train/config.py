@@ -26,12 +26,14 @@ def default_avatar_config(name: str = "default") -> AvatarConfig:
     The motion is sampled with a 6-frame plan, the history carries its increments, and the guest
     branch also sees the guest's geometry relative to the guest's own window mean (docs/model.md,
     session 10: held-out test reaction F1 0.52 at lambda 1.5, against 0.21-0.27 without it). Roll's
-    video term comes from a head that reads only the guest's roll (session 18: fewer tilts at smiles)."""
+    video term comes from a head that reads only the guest's roll (session 18: fewer tilts at smiles),
+    pitch's and yaw's from one that reads the guest's jaw and yaw (session 20: nods and looks)."""
     return AvatarConfig(name=name, spec=AvatarSpec(lookahead_frames=1, plan_frames=6),
                         guest_encoder=GuestEncoderConfig(),
                         motion_generator=MotionGeneratorConfig(temperature=0.5, guest_activity_frames=8,
                                                                history_increments=True,
-                                                               guest_relative_geometry=True, guest_roll_head=True),
+                                                               guest_relative_geometry=True, guest_roll_head=True,
+                                                               guest_nod_look_head=True),
                         renderer=RendererConfig(channels=(64, 64, 48, 32, 16), subpixel_output=True))
 
 

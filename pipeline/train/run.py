@@ -46,7 +46,7 @@ STAGES = ("guest", "stage1", "stage2", "renderer")
 # makes its checkpoints stale, so a rerun retrains it (and what depends on it) instead of resuming.
 CODE_VERSIONS = {"data": 2, "guest": 2, "stage1": 1, "stage2": 2, "renderer": 1}
 REPORT_FILE = "train_report.json"
-VIDEO_BRANCH_ONLY = ("guest_relative_geometry", "guest_roll_head")  # generator options that shape the guest projector only
+VIDEO_BRANCH_ONLY = ("guest_relative_geometry", "guest_roll_head", "guest_nod_look_head")  # generator options that shape the guest projector only
 
 
 def _digest(*parts) -> str:

@@ -267,6 +267,8 @@ def test_relative_guest_geometry_is_each_visible_slot_minus_the_guests_window_me
     ("guest_relative_geometry", {f"motion_generator.guest_projector.embed_relative.{p}" for p in ("weight", "bias")}),
     ("guest_roll_head", {f"motion_generator.guest_projector.roll_head.net.{i}.{p}"
                          for i in (0, 2, 4) for p in ("weight", "bias")}),
+    ("guest_nod_look_head", {f"motion_generator.guest_projector.nod_look_head.net.{i}.{p}"
+                             for i in (0, 2, 4) for p in ("weight", "bias")}),
 ])
 def test_a_video_branch_option_leaves_the_rest_of_the_model_initialised_alike(option, new_keys):
     """Stage 1 does not depend on it: the same seed gives the same weights outside the new layers."""
@@ -296,21 +298,25 @@ def test_renderer_coordinate_term_split_equals_the_concatenated_convolution():
     torch.testing.assert_close(_conv_with_coordinates(conv, x), whole, rtol=1e-5, atol=1e-5)
 
 
-def _roll_head_avatar(seed: int = 6) -> Avatar:
-    """A fresh avatar (main video branch closed: zero gates) whose roll head alone is randomised."""
+def _one_head_avatar(head: str, seed: int = 6) -> Avatar:
+    """A fresh avatar (main video branch closed: zero gates) whose field head `head` alone is randomised."""
     torch.manual_seed(seed)
     avatar = Avatar(tiny_config()).eval()
-    head = avatar.motion_generator.guest_projector.roll_head
-    torch.nn.init.normal_(head.net[-1].weight, std=0.2)
+    torch.nn.init.normal_(getattr(avatar.motion_generator.guest_projector, head).net[-1].weight, std=0.2)
     return avatar
+
+
+def _geometry_column(field: str) -> int:
+    """The guest feature's entry holding `field` (the feature ends with the geometry)."""
+    return -len(GEOMETRY_FIELDS) + GEOMETRY_FIELDS.index(FIELD_INDEX[field])
 
 
 def test_the_roll_head_moves_only_roll_and_reads_only_the_guests_roll_change():
     """Main branch closed, head randomised: the video velocity differs from the audio path's in roll
     only, and only the guest's roll relative to their window mean reaches it."""
-    avatar = _roll_head_avatar()
+    avatar = _one_head_avatar("roll_head")
     net = avatar.motion_generator
-    roll, column = FIELD_INDEX["roll"], -len(GEOMETRY_FIELDS) + GEOMETRY_FIELDS.index(FIELD_INDEX["roll"])
+    roll, column = FIELD_INDEX["roll"], _geometry_column("roll")
     inputs = example_inputs(avatar.spec, MOTION_GENERATOR, 3)
     inputs["guest_visible"] = torch.ones_like(inputs["guest_visible"])
     x, t, on = inputs["noise"], torch.tensor([0.0, 0.3, 0.7]), torch.ones(3)
@@ -340,6 +346,48 @@ def test_the_roll_head_moves_only_roll_and_reads_only_the_guests_roll_change():
     assert torch.allclose(resting, video, atol=1e-5)
     assert not torch.allclose(tilting[..., roll], video[..., roll], atol=1e-4)
     assert not torch.allclose(sampled[..., roll], unguided[..., roll], atol=1e-4)  # and sampling follows it
+
+
+def test_the_nod_look_head_moves_only_pitch_and_yaw_from_the_guests_jaw_and_yaw_and_the_hosts_own_pose():
+    """Main branch closed, head randomised: the video velocity differs from the audio path's in pitch and
+    yaw only; the guest's other columns and appearance do not reach it, their jaw and yaw do, and so do
+    the host's own pitch and yaw (not the rest of the host's history)."""
+    avatar = _one_head_avatar("nod_look_head")
+    net = avatar.motion_generator
+    driven = [FIELD_INDEX["pitch"], FIELD_INDEX["yaw"]]
+    jaw, yaw = _geometry_column("jawOpen"), _geometry_column("yaw")
+    inputs = example_inputs(avatar.spec, MOTION_GENERATOR, 3)
+    inputs["guest_visible"] = torch.ones_like(inputs["guest_visible"])
+    x, t = inputs["noise"], torch.tensor([0.0, 0.3, 0.7])
+
+    def head_term(guest_features=None, motion_history=None):
+        """video - audio velocity: with closed gates, the head's term on its fields alone."""
+        cond = net.condition(inputs["audio_mel"], inputs["guest_features"] if guest_features is None else guest_features,
+                             inputs["guest_visible"], inputs["motion_history"] if motion_history is None else motion_history)
+        return net.velocity(x, t, cond, torch.ones(3)) - net.velocity(x, t, cond, torch.zeros(3))
+
+    def changed(columns, scale=3.0):
+        features = inputs["guest_features"].clone()
+        features[..., columns] = torch.randn_like(features[..., columns]) * scale
+        return features
+
+    others = [c for c in range(-inputs["guest_features"].shape[-1], 0) if c not in (jaw, yaw)]
+    history = inputs["motion_history"]
+    with torch.no_grad():
+        term = head_term()
+        other_guest = head_term(guest_features=changed(others))
+        talking = head_term(guest_features=changed([jaw], scale=1.0))
+        turning = head_term(guest_features=changed([yaw], scale=1.0))
+        host_nodding = head_term(motion_history=history + 3.0 * torch.eye(15)[FIELD_INDEX["pitch"]])
+        host_tilting = head_term(motion_history=history + 3.0 * torch.eye(15)[FIELD_INDEX["roll"]])
+    rest = [i for i in range(avatar.spec.motion_dim) if i not in driven]
+    assert float(term[..., rest].abs().max()) == 0.0
+    assert float(term[..., driven].abs().min()) > 0.0
+    assert torch.allclose(other_guest, term, atol=1e-6)
+    assert not torch.allclose(talking[..., driven], term[..., driven], atol=1e-4)
+    assert not torch.allclose(turning[..., driven], term[..., driven], atol=1e-4)
+    assert not torch.allclose(host_nodding[..., driven], term[..., driven], atol=1e-4)
+    assert torch.allclose(host_tilting, term, atol=1e-6)
 
 
 def test_training_velocity_with_the_video_branch_is_what_sampling_integrates_at_lambda_one():
