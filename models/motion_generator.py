@@ -110,10 +110,10 @@ class Conditioning:
     head_contexts: tuple[torch.Tensor, ...] = ()  # per field head (GuestProjector.heads) its context (B, P, C)
 
     def doubled(self) -> "Conditioning":
-        """Both guidance branches in one batch of 2B."""
+        """Both guidance branches in one batch of 2B, for the network (the heads, applied to the video
+        half only, read the undoubled contexts)."""
         twice = lambda x: torch.cat([x, x])  # noqa: E731
-        return Conditioning(twice(self.audio), twice(self.history), twice(self.modulation),
-                            tuple(twice(c) for c in self.head_contexts))
+        return Conditioning(twice(self.audio), twice(self.history), twice(self.modulation))
 
 
 class AudioEncoder(nn.Module):
@@ -241,6 +241,8 @@ class GuestProjector(nn.Module):
             with torch.random.fork_rng():
                 self.roll_head = head(ROLL_HEAD)
         if config.guest_nod_look_head:
+            if NOD_LOOK_HEAD.guest_activity and self.activity_frames == 0:
+                raise ValueError("guest_nod_look_head reads the guest's activity: set guest_activity_frames > 0")
             with torch.random.fork_rng():
                 torch.manual_seed(torch.initial_seed() + 99)
                 self.nod_look_head = head(NOD_LOOK_HEAD)
@@ -273,7 +275,7 @@ class GuestProjector(nn.Module):
         visible = guest_visible[..., None]  # (B, P, G, 1)
         absolute = guest_features[..., -len(GEOMETRY_FIELDS):] * visible  # (B, P, G, 12)
         relative = self.relative(guest_features, visible)
-        activity = self.activity(guest_features, visible) if self.activity_frames > 0 else torch.zeros_like(absolute)
+        activity = self.activity(guest_features, visible) if self.activity_frames > 0 else torch.zeros_like(absolute)  # roll only
         return tuple(h.context(absolute, relative, activity, guest_visible, host_history) for h in self.heads)
 
     @staticmethod
@@ -427,7 +429,7 @@ class MotionGenerator(nn.Module):
         """The video branch's velocity (B, K+Q, 15) with each head's fields replaced by the audio path's
         plus the head's term (see MotionGeneratorConfig.guest_roll_head, guest_nod_look_head)."""
         columns = list(v_video.unbind(dim=-1))  # 15 x (B, K+Q)
-        for head, context in zip(self.guest_projector.heads, contexts):
+        for head, context in zip(self.guest_projector.heads, contexts, strict=True):
             value = v_audio[..., head.fields] + head(context, x_t, t)  # (B, K+Q, F)
             for k, field in enumerate(head.fields):
                 columns[field] = value[..., k]

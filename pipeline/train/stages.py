@@ -239,7 +239,7 @@ class MotionObjective(nn.Module):
         v_network = gen.network_velocity(x_t, t, cond, video_on)  # (B, K+Q, 15)
         error = (gen.with_field_heads(v_network, x_t, t, cond, video_on) - velocity).pow(2)
         loss = (error * self.weights * gen.sampled_fields).mean()  # the plan's audio-driven fields: no loss
-        if cond.head_contexts:  # the main branch also fits what some heads replace (video rows)
+        if cond.head_contexts and bool(video_on.any()):  # the main branch also fits what some heads replace (video rows)
             own = (v_network - velocity).pow(2) * gen.main_branch_fields() * video_on[:, None, None]
             loss = loss + (own * self.weights * gen.sampled_fields).mean()
         return loss, {"mse_mouth": error[..., self.mouth].mean().detach()}

@@ -378,6 +378,9 @@ def test_the_nod_look_head_moves_only_pitch_and_yaw_from_the_guests_jaw_and_yaw_
         other_guest = head_term(guest_features=changed(others))
         talking = head_term(guest_features=changed([jaw], scale=1.0))
         turning = head_term(guest_features=changed([yaw], scale=1.0))
+        offset = lambda column: inputs["guest_features"] + 1.5 * torch.eye(inputs["guest_features"].shape[-1])[column]  # noqa: E731
+        other_resting_jaw = head_term(guest_features=offset(jaw))  # the jaw is read relative and as activity only
+        facing_elsewhere = head_term(guest_features=offset(yaw))  # yaw is also read as measured
         host_nodding = head_term(motion_history=history + 3.0 * torch.eye(15)[FIELD_INDEX["pitch"]])
         host_tilting = head_term(motion_history=history + 3.0 * torch.eye(15)[FIELD_INDEX["roll"]])
     rest = [i for i in range(avatar.spec.motion_dim) if i not in driven]
@@ -386,13 +389,15 @@ def test_the_nod_look_head_moves_only_pitch_and_yaw_from_the_guests_jaw_and_yaw_
     assert torch.allclose(other_guest, term, atol=1e-6)
     assert not torch.allclose(talking[..., driven], term[..., driven], atol=1e-4)
     assert not torch.allclose(turning[..., driven], term[..., driven], atol=1e-4)
+    assert torch.allclose(other_resting_jaw, term, atol=1e-5)
+    assert not torch.allclose(facing_elsewhere[..., driven], term[..., driven], atol=1e-4)
     assert not torch.allclose(host_nodding[..., driven], term[..., driven], atol=1e-4)
     assert torch.allclose(host_tilting, term, atol=1e-6)
 
 
 def test_training_velocity_with_the_video_branch_is_what_sampling_integrates_at_lambda_one():
     """Stage 2 regresses `velocity(video_on = 1)`; the sampler must integrate that same field (the
-    roll head's base is the audio half of its doubled batch, not another pass)."""
+    field heads' base is the audio half of its doubled batch, not another pass)."""
     avatar = random_avatar(tiny_config(), seed=2)
     net = avatar.motion_generator
     inputs = example_inputs(avatar.spec, MOTION_GENERATOR, 3)
@@ -400,3 +405,10 @@ def test_training_velocity_with_the_video_branch_is_what_sampling_integrates_at_
         sampled = net(**dict(inputs, lambda_video=torch.ones(3, 1)))
         by_hand = sample_by_hand(net, inputs, video_on=1.0)
     assert torch.allclose(sampled, by_hand, atol=1e-5)
+
+
+def test_the_nod_look_head_needs_the_guest_activity_it_reads():
+    config = tiny_config()
+    generator = dataclasses.replace(config.motion_generator, guest_activity_frames=0)
+    with pytest.raises(ValueError, match="guest_activity_frames"):
+        Avatar(dataclasses.replace(config, motion_generator=generator))
