@@ -101,6 +101,16 @@ class MotionGeneratorConfig:  # defaults: the default avatar's sizes
 
 
 @dataclass
+class GuestGeometry:
+    """The guest's measured geometry (the feature's last 12 entries) three ways, each (B, P, G, 12), zero
+    where invisible: computed once per step for the projector and the field heads."""
+
+    absolute: torch.Tensor  # as measured (standardised)
+    relative: torch.Tensor  # minus the mean over the window's visible slots
+    activity: torch.Tensor  # recent mean |change| (zeros without guest_activity_frames)
+
+
+@dataclass
 class Conditioning:
     """Everything but the noisy motion: computed once per step, reused by every flow step."""
 
@@ -247,14 +257,20 @@ class GuestProjector(nn.Module):
                 torch.manual_seed(torch.initial_seed() + 99)
                 self.nod_look_head = head(NOD_LOOK_HEAD)
 
-    def forward(self, guest_features: torch.Tensor, guest_visible: torch.Tensor) -> torch.Tensor:
+    def geometry(self, guest_features: torch.Tensor, guest_visible: torch.Tensor) -> GuestGeometry:
+        visible = guest_visible[..., None]  # (B, P, G, 1)
+        absolute = guest_features[..., -len(GEOMETRY_FIELDS):] * visible
+        activity = self.activity(guest_features, visible) if self.activity_frames > 0 else torch.zeros_like(absolute)
+        return GuestGeometry(absolute, self.relative(guest_features, visible), activity)
+
+    def forward(self, guest_features: torch.Tensor, guest_visible: torch.Tensor, geometry: GuestGeometry) -> torch.Tensor:
         batch, partners, frames, _ = guest_features.shape
         visible = guest_visible[..., None]  # (B, P, G, 1)
         embedded = self.embed(guest_features)  # (B, P, G, W)
         if self.activity_frames > 0:
-            embedded = embedded + self.embed_activity(self.activity(guest_features, visible))
+            embedded = embedded + self.embed_activity(geometry.activity)
         if self.relative_geometry:
-            embedded = embedded + self.embed_relative(self.relative(guest_features, visible))
+            embedded = embedded + self.embed_relative(geometry.relative)
         tokens = visible * embedded + (1.0 - visible) * self.blackout  # (B, P, G, W)
         tokens = tokens + self.position
         weights = self.kernels.softmax(dim=-1)  # (Kg, G)
@@ -267,16 +283,12 @@ class GuestProjector(nn.Module):
     def heads(self) -> list[FieldHead]:
         return [h for h in (self.roll_head, self.nod_look_head) if h is not None]
 
-    def head_contexts(self, guest_features: torch.Tensor, guest_visible: torch.Tensor,
+    def head_contexts(self, geometry: GuestGeometry, guest_visible: torch.Tensor,
                       host_history: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(B, P, G, D), (B, P, G), the host's standardised history (B, H, 15) -> per head (B, P, C)."""
-        if not self.heads:
-            return ()
-        visible = guest_visible[..., None]  # (B, P, G, 1)
-        absolute = guest_features[..., -len(GEOMETRY_FIELDS):] * visible  # (B, P, G, 12)
-        relative = self.relative(guest_features, visible)
-        activity = self.activity(guest_features, visible) if self.activity_frames > 0 else torch.zeros_like(absolute)  # roll only
-        return tuple(h.context(absolute, relative, activity, guest_visible, host_history) for h in self.heads)
+        """The guest's geometry, visibility (B, P, G), the host's standardised history (B, H, 15) -> per
+        head (B, P, C)."""
+        return tuple(h.context(geometry.absolute, geometry.relative, geometry.activity, guest_visible, host_history)
+                     for h in self.heads)
 
     @staticmethod
     def relative(guest_features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
@@ -400,11 +412,12 @@ class MotionGenerator(nn.Module):
         if self.config.history_increments:
             history = torch.cat([history, self.history_increments(motion_history)], dim=-1)  # (B, H, 30)
         projector = self.guest_projector
+        geometry = projector.geometry(guest_features, guest_visible)
         return Conditioning(
             audio=self.audio_encoder(audio_mel),
             history=self.embed_history(history),
-            modulation=projector(guest_features, guest_visible),
-            head_contexts=projector.head_contexts(guest_features, guest_visible, standardised),
+            modulation=projector(guest_features, guest_visible, geometry),
+            head_contexts=projector.head_contexts(geometry, guest_visible, standardised),
         )
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, video_on: torch.Tensor) -> torch.Tensor:
