@@ -53,6 +53,13 @@ def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _sampling(config: TrainConfig) -> dict:
+    """What the selection's rollouts depend on beyond the weights: the temperature retrains nothing, but a
+    score kept at another temperature is not this avatar's."""
+    generator = config.avatar.motion_generator
+    return {"temperature": generator.temperature, "sampling_steps": generator.sampling_steps}
+
+
 def _fingerprint(stage: str, *parts) -> str:
     version = CODE_VERSIONS[stage]
     return _digest(*parts) if version == 1 else _digest(f"{stage} v{version}", *parts)
@@ -222,7 +229,7 @@ def train(dataset: Path, out: Path, run_dir: Path, config: TrainConfig, stages: 
         score = None
         if selector is not None:
             key = _digest(stage2_fp, loop.step, config.selection_split, config.default_lambda_video,
-                          config.selection_noise_seeds)
+                          config.selection_noise_seeds, _sampling(config))
             score = selector.score_kept(avatar, seed, run_dir / name / "selection.json", key, dist.main)
         if score is not None and dist.main:
             print(f"stage 2 seed {seed}: reaction F1 {score.reaction_f1:.3f} on {config.selection_split} "
