@@ -154,7 +154,7 @@ STAGE2_SLOW_RECOVERY = (("roll", 0.03), ("mouthSmileLeft", 0.03), ("mouthSmileRi
 @dataclass(frozen=True)
 class TrainConfig:
     avatar: AvatarConfig = field(default_factory=default_avatar_config)
-    data: DataConfig = DataConfig()
+    data: DataConfig = DataConfig(causal_slow_fields=("pitch",))  # nods start in the data where they start (session 21)
     guest: GuestPretrainConfig = GuestPretrainConfig()
     # History offsets in both stages: without them the default avatar's head pose ran away in any
     # rollout longer than a clip (yaw past -1000 deg within 3.3 min of back-to-back val+test clips).

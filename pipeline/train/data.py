@@ -91,6 +91,12 @@ class DataConfig:
     # that learns it wanders and nods at random. A nod (11-15 frames) keeps 90-95% of its depth.
     # Jaw, pucker and blinks are left as measured: they are fast and the mesh reads them well.
     slow_field_sigma_frames: float = 1.5
+    # Slow fields smoothed with the kernel's causal half (this frame and the ones before: ~1 frame of
+    # delay) instead. Zero-phase smoothing starts a nod, whose sine leaves rest at full speed, as a 3-4
+    # frame ramp before it (+0.1, +0.3, +0.6 deg): the model learned to continue a nod the history already
+    # shows and, sampling its own history, never started one (docs/model.md, session 21). Causally
+    # smoothed, a nod's first frame is its first move (+1.1 deg).
+    causal_slow_fields: tuple[str, ...] = ()
 
     def key(self) -> dict:
         return asdict(self)
@@ -206,22 +212,28 @@ def canonical_motion(motion: np.ndarray, framing: HostFraming) -> np.ndarray:
 SLOW_FIELDS = ("yaw", "pitch", "roll", "mouthSmileLeft", "mouthSmileRight", "browInnerUp", "eyeLookX", "eyeLookY")
 
 
-def smooth_slow_fields(motion: np.ndarray, segment: np.ndarray, sigma: float) -> np.ndarray:
-    """Zero-phase Gaussian smoothing of SLOW_FIELDS within each continuity segment (edges held).
+def smooth_slow_fields(motion: np.ndarray, segment: np.ndarray, sigma: float,
+                       causal: tuple[str, ...] = ()) -> np.ndarray:
+    """Gaussian smoothing of SLOW_FIELDS within each continuity segment (edges held): zero-phase, or for
+    the fields in `causal` over this frame and the ones before only.
     motion (N, 15), segment (N,) int (-1: invalid, left as is) -> (N, 15)"""
+    if set(causal) - set(SLOW_FIELDS):
+        raise ValueError(f"causal smoothing applies to slow fields {SLOW_FIELDS}, got {sorted(set(causal) - set(SLOW_FIELDS))}")
     out = np.array(motion, np.float32, copy=True)
     if sigma <= 0:
         return out
     radius = int(np.ceil(3 * sigma))
-    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    kernel /= kernel.sum()
-    columns = [FIELD_INDEX[name] for name in SLOW_FIELDS]
+    offsets = np.arange(-radius, radius + 1)  # kernel tap j weighs frame t - offsets[j]
+    centred = np.exp(-0.5 * (offsets / sigma) ** 2)
+    one_sided = np.where(offsets >= 0, centred, 0.0)
+    kernels = {name: (one_sided if name in causal else centred) for name in SLOW_FIELDS}
     for run in np.unique(segment[segment >= 0]):
         frames = np.flatnonzero(segment == run)
-        values = out[frames][:, columns]  # (n, C)
-        padded = np.pad(values, ((radius, radius), (0, 0)), mode="edge")
-        smoothed = np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(len(columns))], axis=1)
-        out[np.ix_(frames, columns)] = smoothed
+        padded = np.pad(out[frames], ((radius, radius), (0, 0)), mode="edge")  # (n + 2r, 15)
+        for name, kernel in kernels.items():
+            column = FIELD_INDEX[name]
+            # np.convolve flips the kernel: output t sums padded[t + r - j'] * kernel[j'], i.e. frame t - offset
+            out[frames, column] = np.convolve(padded[:, column], kernel / kernel.sum(), mode="valid")
     return out
 
 
@@ -330,7 +342,8 @@ def prepare_clip(root: Path, record: ClipRecord, spec: AvatarSpec, config: DataC
     valid, segment, render_ok, face_px = host_validity(meta, config)
     motion_crop, _ = meta.host.motion_array()
     motion_crop = motion_crop[:n]
-    host_motion = smooth_slow_fields(canonical_motion(motion_crop, config.framing), segment, config.slow_field_sigma_frames)
+    host_motion = smooth_slow_fields(canonical_motion(motion_crop, config.framing), segment, config.slow_field_sigma_frames,
+                                     tuple(config.causal_slow_fields))
     host_video = decode_video(root / record.host_video, crop, n)
     frames = np.zeros((n, spec.frame_size, spec.frame_size, 3), np.uint8)
     for i in np.flatnonzero(valid):

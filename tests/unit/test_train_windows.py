@@ -202,3 +202,23 @@ def test_slow_field_smoothing_removes_jitter_keeps_a_nod_and_stays_inside_segmen
     assert smooth_slow_fields(clean, np.zeros(n, int), sigma=1.5)[:, pitch].max() > 9.0  # the nod keeps > 90% of its depth
     assert abs(out[150:, pitch].mean() - 20.0) < 0.5 and out[140:150, pitch].max() < 5.0  # no leak across the cut
     assert np.array_equal(smooth_slow_fields(motion, segment, sigma=0.0), motion)
+
+
+def test_causal_slow_field_smoothing_does_not_start_a_nod_before_it_starts():
+    from f2f.motion import FIELD_INDEX
+    from pipeline.train.data import smooth_slow_fields
+
+    n = 100
+    pitch, roll = FIELD_INDEX["pitch"], FIELD_INDEX["roll"]
+    motion = np.zeros((n, 15), np.float32)
+    motion[50:63, pitch] = 10.0 * np.sin(np.pi * np.arange(13) / 12)  # a nod from frame 50
+    motion[50:, roll] = 5.0  # a tilt from frame 50
+    segment = np.zeros(n, int)
+    zero_phase = smooth_slow_fields(motion, segment, sigma=1.5)
+    causal = smooth_slow_fields(motion, segment, sigma=1.5, causal=("pitch",))
+    assert zero_phase[48, pitch] > 0.1  # zero-phase: the nod shows two frames early
+    assert np.all(causal[:51, pitch] == 0.0) and causal[51, pitch] > 1.0  # causal: its first move is its own
+    assert causal[:, pitch].max() > 9.0  # and it keeps > 90% of its depth
+    np.testing.assert_array_equal(causal[:, roll], zero_phase[:, roll])  # the other fields stay zero-phase
+    with pytest.raises(ValueError, match="slow fields"):
+        smooth_slow_fields(motion, segment, sigma=1.5, causal=("jawOpen",))
