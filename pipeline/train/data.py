@@ -224,16 +224,17 @@ def smooth_slow_fields(motion: np.ndarray, segment: np.ndarray, sigma: float,
         return out
     radius = int(np.ceil(3 * sigma))
     offsets = np.arange(-radius, radius + 1)  # kernel tap j weighs frame t - offsets[j]
-    centred = np.exp(-0.5 * (offsets / sigma) ** 2)
-    one_sided = np.where(offsets >= 0, centred, 0.0)
-    kernels = {name: (one_sided if name in causal else centred) for name in SLOW_FIELDS}
+    gaussian = np.exp(-0.5 * (offsets / sigma) ** 2)
+    one_sided = np.where(offsets >= 0, gaussian, 0.0)
+    centred, one_sided = gaussian / gaussian.sum(), one_sided / one_sided.sum()
+    kernels = {name: one_sided if name in causal else centred for name in SLOW_FIELDS}
     for run in np.unique(segment[segment >= 0]):
         frames = np.flatnonzero(segment == run)
         padded = np.pad(out[frames], ((radius, radius), (0, 0)), mode="edge")  # (n + 2r, 15)
         for name, kernel in kernels.items():
             column = FIELD_INDEX[name]
             # np.convolve flips the kernel: output t sums padded[t + r - j'] * kernel[j'], i.e. frame t - offset
-            out[frames, column] = np.convolve(padded[:, column], kernel / kernel.sum(), mode="valid")
+            out[frames, column] = np.convolve(padded[:, column], kernel, mode="valid")
     return out
 
 
